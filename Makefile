@@ -1,0 +1,80 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Each does its own set-up first,
+# idempotently: tool venv, collections, Docker engine, base images.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        ?= python3
+STEP      := scripts/step.sh
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Plain, uncoloured output in CI logs; colour stays on in a terminal.
+ifdef CI
+export PY_COLORS := 0
+export ANSIBLE_FORCE_COLOR := 0
+export NO_COLOR := 1
+endif
+
+SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+
+.PHONY: help setup venv collections engine images rebuild-images lint app-test molecule test demo demo-down clean
+
+help: ## Show the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+setup: ## Set up everything the other commands need (idempotent)
+	@$(STEP) "tool venv (.venv, pinned requirements.txt)" $(MAKE) --no-print-directory venv
+	@$(STEP) "collections (requirements.yml)" $(MAKE) --no-print-directory collections
+	@$(STEP) "Docker engine" scripts/ensure-docker.sh
+	@$(STEP) "base images (debootstrap + docker import)" scripts/build-images.sh
+
+collections: venv
+	ansible-galaxy collection install -r requirements.yml
+
+engine:
+	scripts/ensure-docker.sh
+
+images: engine ## Build the Debian 12/13 systemd base images if missing
+	scripts/build-images.sh
+
+rebuild-images: engine ## Build the base images again from scratch
+	scripts/build-images.sh --rebuild
+
+lint: venv ## yamllint, ansible-lint (production profile), ruff
+	@$(STEP) "yamllint" yamllint --strict .
+	@$(STEP) "ansible-lint (production profile)" ansible-lint --profile production
+	@$(STEP) "ruff" bash -c 'ruff check . && ruff format --check .'
+
+app-test: ## App tests against a real PostgreSQL
+	@if [ -x scripts/test-app.sh ]; then $(STEP) "app tests (real PostgreSQL)" scripts/test-app.sh; fi
+
+molecule: ## molecule test for every scenario (after set-up)
+	@$(STEP) "remove leftovers of an interrupted run" scripts/clean-molecule.sh
+	@for s in $(SCENARIOS); do $(STEP) "molecule test -s $$s" molecule test -s $$s; done
+
+test: ## Set-up, app tests, lint, and molecule test for every scenario
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory setup app-test lint molecule; \
+	echo "==> make test: all steps passed in $$(( $$(date +%s) - start )) s"
+
+demo: setup ## Bring the stack up in a local systemd container and print how to reach it
+	@$(STEP) "converge the demo host" molecule converge -s default
+	@echo
+	@echo "The demo containers are up (Debian 12 and 13, systemd as PID 1):"
+	@docker ps --filter label=org.bookmarks-stack.molecule=true --format '  {{.Names}}  {{.Status}}'
+	@echo "Log in with: docker exec -it bm-default-bookworm bash"
+	@echo "Tear down with: make demo-down"
+
+demo-down: venv ## Remove the demo containers
+	molecule destroy -s default
+
+clean: ## Remove leftover test containers and the tool venv
+	scripts/clean-molecule.sh
+	rm -rf $(VENV) .cache
