@@ -28,7 +28,11 @@ KEEP_ARCHIVES = 6
 
 def source_files(src: Path) -> list[Path]:
     """Files whose content goes into the release (tests and caches do not)."""
-    files = [src / "pyproject.toml", src / "requirements.lock"]
+    files = [
+        src / name
+        for name in ("pyproject.toml", "requirements.lock", "README.md")
+        if (src / name).is_file()
+    ]
     for top in ("src", "migrations"):
         root = src / top
         if root.is_dir():
