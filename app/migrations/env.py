@@ -1,0 +1,44 @@
+"""Alembic environment for Flask-Migrate: the engine and metadata come from the running app.
+
+Unlike Flask-Migrate's template this does not call ``logging.config.fileConfig``: the app has
+already set up JSON logging, and fileConfig would silently disable the app's loggers.
+"""
+
+import logging
+
+from alembic import context
+from flask import current_app
+
+logger = logging.getLogger("alembic.env")
+config = context.config
+target_db = current_app.extensions["migrate"].db
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL to stdout (``flask db upgrade --sql``) for a DBA to review or run."""
+    url = target_db.engine.url.render_as_string(hide_password=True)
+    context.configure(url=url, target_metadata=target_db.metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run migrations in one transaction per run (PostgreSQL has transactional DDL)."""
+
+    def skip_empty_autogenerate(context, revision, directives) -> None:  # noqa: ANN001, ARG001
+        if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
+            directives[:] = []
+            logger.info("No changes in schema detected.")
+
+    conf_args = dict(current_app.extensions["migrate"].configure_args)
+    conf_args.setdefault("process_revision_directives", skip_empty_autogenerate)
+    with target_db.engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_db.metadata, **conf_args)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,191 @@
+"""``/api/bookmarks``: the HTTP edge of ``BookmarkService``.
+
+Authentication happens in the blueprint's ``before_request``, before any body is parsed, so an
+anonymous client learns nothing about validation rules and costs no parsing. Views translate HTTP
+into service calls and nothing else; the service raises ``AppError`` values that ``errors.py``
+turns into JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app, g, request, url_for
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint
+
+from bookmarks.auth import Principal, bearer_token
+from bookmarks.errors import AuthError
+from bookmarks.extensions import db
+from bookmarks.repository import UserRepository
+from bookmarks.schemas import (
+    BookmarkInSchema,
+    BookmarkPageSchema,
+    BookmarkPatchSchema,
+    BookmarkSchema,
+    ErrorSchema,
+    ListArgsSchema,
+)
+from bookmarks.service import BookmarkRecord, BookmarkService, PageResult
+
+SERVICE_KEY = "bookmarks.service"
+
+blp = Blueprint(
+    "bookmarks",
+    __name__,
+    url_prefix="/api/bookmarks",
+    description="Your bookmarks. Every call needs `Authorization: Bearer <token>`.",
+)
+
+
+class BookmarksApi(Api):
+    """flask-smorest's Api, documenting our error shape instead of its own."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
+def _errors(*codes: int) -> Any:
+    """Document the error statuses a view can answer with (all share the ``Error`` schema)."""
+
+    def decorate(view: Any) -> Any:
+        for code in codes:
+            view = blp.alt_response(code, schema=ErrorSchema, description=_DESCRIPTIONS[code])(view)
+        return view
+
+    return decorate
+
+
+_DESCRIPTIONS = {
+    400: "The body is not valid JSON.",
+    401: "Missing, malformed, unknown or revoked token.",
+    404: "No such bookmark for this user.",
+    409: "This user already has a bookmark with this url.",
+    413: "The body is larger than the server accepts.",
+}
+
+
+def service() -> BookmarkService:
+    """The app's ``BookmarkService`` (one per app, so each app has its own cache)."""
+    return current_app.extensions[SERVICE_KEY]
+
+
+def principal() -> Principal:
+    """The authenticated caller (set by ``_authenticate``)."""
+    return g.principal
+
+
+@blp.before_request
+def _authenticate() -> None:
+    header = request.headers.get("Authorization")
+    if not header:
+        raise AuthError("authentication required: send Authorization: Bearer <token>")
+    token = bearer_token(header)
+    found = UserRepository(db.session).principal_for_token(token) if token else None
+    if found is None:
+        raise AuthError("invalid or revoked token", invalid=True)
+    g.principal = found
+
+
+def _page_links(result: PageResult, args: dict[str, Any]) -> dict[str, str | None]:
+    """Relative links, so they are right behind any proxy and never echo a forged Host header."""
+    keep = {k: args[k] for k in ("q", "tag") if args.get(k)}
+
+    def link(page: int) -> str:
+        return url_for(
+            "bookmarks.BookmarkCollection", page=page, per_page=result.per_page, **keep
+        )
+
+    return {
+        "self": link(result.page),
+        "first": link(1),
+        "last": link(result.pages),
+        "next": link(result.page + 1) if result.page < result.pages else None,
+        "prev": link(min(result.page - 1, result.pages)) if result.page > 1 else None,
+    }
+
+
+@blp.route("")
+class BookmarkCollection(MethodView):
+    """List, search and create."""
+
+    @blp.arguments(ListArgsSchema, location="query")
+    @blp.response(200, BookmarkPageSchema)
+    @_errors(401)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """List bookmarks, newest first, or search them with `q`, best match first."""
+        per_page = args.get("per_page") or current_app.config["PAGE_SIZE"]
+        if args.get("q"):
+            result = service().search(
+                principal(), args["q"], page=args["page"], per_page=per_page, tag=args.get("tag")
+            )
+        else:
+            result = service().list(
+                principal(), page=args["page"], per_page=per_page, tag=args.get("tag")
+            )
+        return {
+            "items": result.items,
+            "page": result.page,
+            "per_page": result.per_page,
+            "total": result.total,
+            "pages": result.pages,
+            "links": _page_links(result, args),
+        }
+
+    @blp.arguments(BookmarkInSchema)
+    @blp.response(201, BookmarkSchema)
+    @_errors(400, 401, 409, 413)
+    def post(self, values: dict[str, Any]) -> tuple[BookmarkRecord, int, dict[str, str]]:
+        """Save a url (one bookmark per url)."""
+        record = service().create(principal(), values)
+        location = url_for("bookmarks.BookmarkItem", bookmark_id=record.id)
+        return record, 201, {"Location": location}
+
+
+@blp.route("/<int:bookmark_id>")
+class BookmarkItem(MethodView):
+    """Read, replace, change and delete one bookmark."""
+
+    @blp.response(200, BookmarkSchema)
+    @_errors(401, 404)
+    def get(self, bookmark_id: int) -> BookmarkRecord:
+        """Get one bookmark."""
+        return service().get(principal(), bookmark_id)
+
+    @blp.arguments(BookmarkInSchema)
+    @blp.response(200, BookmarkSchema)
+    @_errors(400, 401, 404, 409, 413)
+    def put(self, values: dict[str, Any], bookmark_id: int) -> BookmarkRecord:
+        """Replace a bookmark (omitted title, notes and tags become empty)."""
+        return service().update(principal(), bookmark_id, values)
+
+    @blp.arguments(BookmarkPatchSchema)
+    @blp.response(200, BookmarkSchema)
+    @_errors(400, 401, 404, 409, 413)
+    def patch(self, values: dict[str, Any], bookmark_id: int) -> BookmarkRecord:
+        """Change some fields of a bookmark."""
+        return service().update(principal(), bookmark_id, values)
+
+    @blp.response(204)
+    @_errors(401, 404)
+    def delete(self, bookmark_id: int) -> None:
+        """Delete a bookmark."""
+        service().delete(principal(), bookmark_id)
+
+
+def init_app(app: Flask) -> None:
+    """Create this app's Api (it holds the app's OpenAPI spec) and its BookmarkService."""
+    api = BookmarksApi(
+        app,
+        spec_kwargs={
+            "info": {
+                "description": "Bookmarks API. Errors share the Error schema; "
+                "every response carries X-Request-ID."
+            },
+            "security": [{"bearerAuth": []}],
+        },
+    )
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "bm_..."}
+    )
+    api.register_blueprint(blp)
+    app.extensions[SERVICE_KEY] = BookmarkService(db.session, app.config["CACHE_CONFIG"])

@@ -1,0 +1,322 @@
+"""Configuration classes, chosen by class or by name, validated before the app serves anything.
+
+The seeds describe ``BaseConfig`` / ``DevelopmentConfig`` / ``ProductionConfig`` dataclasses with a
+``get_cache_config()`` built by ``_build_cache_config`` and a ``_validate()`` that nobody called.
+Here ``create_app`` always calls ``_validate()``, production has no fallback for ``SECRET_KEY`` or
+``DATABASE_URL``, and every problem names the environment variable to fix, so a bad deployment
+fails at start instead of at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from importlib import metadata
+from typing import Any, ClassVar, TypedDict
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_DISTINCT_CHARS = 8  # same rule as the app role's pre-deploy check
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Values that show up in tutorials, templates and .env examples. A secret equal to (or built around)
+# one of them was copied, not generated.
+WEAK_SECRET_MARKERS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "replaceme",
+    "replace-me",
+    "your-highly-secure",
+    "secret-key",
+    "secretkey",
+    "example",
+    "insecure",
+    "password",
+    "default",
+    "dev-key",
+)
+
+CONFIG_ENV_VARS = ("BOOKMARKS_CONFIG", "FLASK_CONFIG")
+
+
+class CacheConfig(TypedDict):
+    """What ``BookmarkService`` needs to size its cache."""
+
+    ttl_seconds: int
+    max_entries: int
+    eviction: str
+
+
+class ConfigError(RuntimeError):
+    """A configuration that must not serve traffic; the message names every variable to fix."""
+
+    def __init__(self, config_name: str, problems: list[str]) -> None:
+        self.config_name = config_name
+        self.problems = problems
+        super().__init__(f"invalid configuration ({config_name}): " + "; ".join(problems))
+
+
+def _build_cache_config(ttl: int, max_size: int) -> CacheConfig:
+    """Build the cache settings in one place so production and development differ only in numbers."""
+    return {"ttl_seconds": ttl, "max_entries": max_size, "eviction": "lru"}
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_int(name: str, default: int) -> int | str:
+    """Read an integer; a non-integer is returned as text so ``_validate`` can name it."""
+    raw = _env(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("bookmarks")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def normalize_database_url(raw: str) -> str:
+    """Return ``raw`` with the psycopg 3 driver named explicitly.
+
+    SQLAlchemy maps a bare ``postgresql://`` to psycopg2, which is not installed; operators copy
+    URLs from ``psql`` habits, so the two PostgreSQL spellings are accepted and made explicit.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix) :]
+    return raw
+
+
+def secret_problems(secret: str, *, strict: bool) -> list[str]:
+    """Explain why ``secret`` must not sign production sessions (empty list: it may).
+
+    ``strict`` adds the production rules: length, variety and no well-known placeholder. The value
+    itself never appears in a message, so the errors are safe to log.
+    """
+    if not secret:
+        return ["SECRET_KEY is not set"]
+    if not strict:
+        return []
+    problems = []
+    if len(secret) < MIN_SECRET_LENGTH:
+        problems.append(
+            f"SECRET_KEY is too short ({len(secret)} characters, at least {MIN_SECRET_LENGTH}); "
+            'generate one with: python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
+        )
+    if len(set(secret)) < MIN_SECRET_DISTINCT_CHARS:
+        problems.append("SECRET_KEY is too repetitive to be random")
+    lowered = secret.lower()
+    if any(marker in lowered for marker in WEAK_SECRET_MARKERS):
+        problems.append("SECRET_KEY is a placeholder or well-known value")
+    return problems
+
+
+@dataclass
+class BaseConfig:
+    """Settings shared by every environment; subclasses change defaults, never the names.
+
+    Field names are the Flask config keys. Environment variables are read when an instance is made
+    (``default_factory``), so tests build instances with explicit values instead of patching the
+    environment.
+    """
+
+    NAME: ClassVar[str] = "base"
+    # Production refuses weak secrets and insecure cookies; other environments only need a value.
+    STRICT: ClassVar[bool] = False
+
+    SECRET_KEY: str = ""
+    DATABASE_URL: str = ""
+    PAGE_SIZE: int = field(default_factory=lambda: _env_int("PAGE_SIZE", DEFAULT_PAGE_SIZE))  # type: ignore[arg-type]
+    MAX_PAGE_SIZE: int = MAX_PAGE_SIZE
+    LOG_LEVEL: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO").upper())
+    DEBUG: bool = False
+    TESTING: bool = False
+    # Bodies are small JSON documents; 64 KiB is generous and keeps a slow upload from pinning a worker.
+    MAX_CONTENT_LENGTH: int = 64 * 1024
+    SESSION_COOKIE_SECURE: bool = True
+    SESSION_COOKIE_HTTPONLY: bool = True
+    SESSION_COOKIE_SAMESITE: str = "Lax"
+    PREFERRED_URL_SCHEME: str = "https"
+    # Database pool, per worker process: sized for gthread workers (threads <= pool_size + overflow).
+    DB_POOL_SIZE: int = field(default_factory=lambda: _env_int("DB_POOL_SIZE", 5))  # type: ignore[arg-type]
+    DB_MAX_OVERFLOW: int = field(default_factory=lambda: _env_int("DB_MAX_OVERFLOW", 5))  # type: ignore[arg-type]
+    DB_CONNECT_TIMEOUT: int = 3
+    DB_STATEMENT_TIMEOUT_MS: int = 5000
+    READINESS_TIMEOUT_MS: int = 1000
+    VERSION: str = field(default_factory=lambda: _env("BOOKMARKS_VERSION") or _package_version())
+    RELEASE_ID: str = field(default_factory=lambda: _env("BOOKMARKS_RELEASE_ID", "unknown"))
+    GIT_SHA: str = field(default_factory=lambda: _env("BOOKMARKS_GIT_SHA", "unknown"))
+
+    def __post_init__(self) -> None:
+        """Make the database URL explicit about its driver before anyone reads it."""
+        self.DATABASE_URL = normalize_database_url(self.DATABASE_URL)
+
+    def get_cache_config(self) -> CacheConfig:
+        """Cache settings for ``BookmarkService`` (development numbers unless a subclass tunes them)."""
+        return _build_cache_config(ttl=30, max_size=128)
+
+    def _validate(self) -> None:
+        """Raise ``ConfigError`` listing every problem, each naming the variable to fix."""
+        problems = secret_problems(self.SECRET_KEY, strict=self.STRICT)
+        problems += self._database_problems()
+        if not isinstance(self.PAGE_SIZE, int) or isinstance(self.PAGE_SIZE, bool):
+            problems.append(f"PAGE_SIZE must be an integer, got {self.PAGE_SIZE!r}")
+        elif not 1 <= self.PAGE_SIZE <= self.MAX_PAGE_SIZE:
+            problems.append(
+                f"PAGE_SIZE must be between 1 and MAX_PAGE_SIZE={self.MAX_PAGE_SIZE}, "
+                f"got {self.PAGE_SIZE}"
+            )
+        if self.LOG_LEVEL not in LOG_LEVELS:
+            problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.LOG_LEVEL!r}")
+        for name in ("DB_POOL_SIZE", "DB_MAX_OVERFLOW"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                problems.append(f"{name} must be a non-negative integer, got {value!r}")
+        if self.STRICT:
+            if self.DEBUG:
+                problems.append("DEBUG must be off in production")
+            if not self.SESSION_COOKIE_SECURE:
+                problems.append("SESSION_COOKIE_SECURE must be on in production")
+        if problems:
+            raise ConfigError(type(self).__name__, problems)
+
+    def _database_problems(self) -> list[str]:
+        if not self.DATABASE_URL:
+            return ["DATABASE_URL is not set (postgresql+psycopg://USER:PASSWORD@HOST/DB)"]
+        try:
+            url = make_url(self.DATABASE_URL)
+        except ArgumentError:
+            return ["DATABASE_URL is not a valid SQLAlchemy URL"]
+        if url.get_backend_name() != "postgresql":
+            # Full-text search, arrays and the migrations are PostgreSQL's; SQLite would half-work.
+            return [f"DATABASE_URL must point to PostgreSQL, not {url.get_backend_name()}"]
+        if url.get_driver_name() != "psycopg":
+            return [f"DATABASE_URL must use the psycopg driver, not {url.get_driver_name()}"]
+        return []
+
+    @property
+    def database_url(self) -> URL:
+        """The parsed database URL (valid only after ``_validate``)."""
+        return make_url(self.DATABASE_URL)
+
+    def flask_config(self) -> dict[str, Any]:
+        """Everything Flask and its extensions read from ``app.config``."""
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["CONFIG_NAME"] = self.NAME
+        values["SQLALCHEMY_DATABASE_URI"] = self.DATABASE_URL
+        values["SQLALCHEMY_ENGINE_OPTIONS"] = self.engine_options()
+        values["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
+        values.update(
+            API_TITLE="Bookmarks API",
+            API_VERSION=self.VERSION,
+            OPENAPI_VERSION="3.0.3",
+            OPENAPI_URL_PREFIX="/api",
+            OPENAPI_JSON_PATH="openapi.json",
+        )
+        return values
+
+    def engine_options(self) -> dict[str, Any]:
+        """SQLAlchemy pool settings.
+
+        ``pool_pre_ping`` turns a connection killed by a database restart into a reconnect instead of
+        a 500; ``pool_recycle`` stays under typical firewall idle timeouts; ``connect_timeout`` and
+        ``statement_timeout`` bound how long a sick database can hold a worker thread.
+        """
+        return {
+            "pool_pre_ping": True,
+            "pool_size": self.DB_POOL_SIZE,
+            "max_overflow": self.DB_MAX_OVERFLOW,
+            "pool_timeout": 5,
+            "pool_recycle": 1800,
+            "connect_args": {
+                "connect_timeout": self.DB_CONNECT_TIMEOUT,
+                "application_name": "bookmarks",
+                "options": f"-c statement_timeout={self.DB_STATEMENT_TIMEOUT_MS}",
+            },
+        }
+
+
+@dataclass
+class DevelopmentConfig(BaseConfig):
+    """A laptop: local database by socket, debug on, a random secret per process (never a constant)."""
+
+    NAME: ClassVar[str] = "development"
+
+    SECRET_KEY: str = field(default_factory=lambda: _env("SECRET_KEY") or secrets.token_urlsafe(48))
+    DATABASE_URL: str = field(
+        default_factory=lambda: _env("DATABASE_URL", "postgresql+psycopg:///bookmarks")
+    )
+    DEBUG: bool = True
+    SESSION_COOKIE_SECURE: bool = False
+    PREFERRED_URL_SCHEME: str = "http"
+
+
+@dataclass
+class TestingConfig(BaseConfig):
+    """The test suite: a real PostgreSQL named by ``DATABASE_URL`` (the tests never fake it)."""
+
+    NAME: ClassVar[str] = "testing"
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite the name
+
+    SECRET_KEY: str = field(default_factory=lambda: _env("SECRET_KEY") or secrets.token_urlsafe(48))
+    DATABASE_URL: str = field(default_factory=lambda: _env("DATABASE_URL"))
+    TESTING: bool = True
+    SESSION_COOKIE_SECURE: bool = False
+    PREFERRED_URL_SCHEME: str = "http"
+    DB_POOL_SIZE: int = 2
+    DB_MAX_OVERFLOW: int = 2
+
+    def get_cache_config(self) -> CacheConfig:
+        """Development numbers: tests must prove coherence, not rely on a short TTL hiding bugs."""
+        return _build_cache_config(ttl=30, max_size=128)
+
+
+@dataclass
+class ProductionConfig(BaseConfig):
+    """Production: secrets and database from the environment, no fallback, strict validation."""
+
+    NAME: ClassVar[str] = "production"
+    STRICT: ClassVar[bool] = True
+
+    # Empty when missing, so ``_validate`` reports every missing variable at once by name.
+    SECRET_KEY: str = field(default_factory=lambda: _env("SECRET_KEY"))
+    DATABASE_URL: str = field(default_factory=lambda: _env("DATABASE_URL"))
+
+    def get_cache_config(self) -> CacheConfig:
+        """Production numbers from the seeds: 10 minutes, 4096 entries, LRU."""
+        return _build_cache_config(ttl=600, max_size=4096)
+
+
+CONFIGS: dict[str, type[BaseConfig]] = {
+    cls.NAME: cls for cls in (DevelopmentConfig, TestingConfig, ProductionConfig)
+}
+
+
+def config_class_from_env() -> type[BaseConfig]:
+    """Pick the config class named by ``BOOKMARKS_CONFIG`` (or ``FLASK_CONFIG``).
+
+    Unset means production: a server that forgot the variable gets the strict checks, not debug mode.
+    """
+    for var in CONFIG_ENV_VARS:
+        name = _env(var).lower()
+        if name:
+            try:
+                return CONFIGS[name]
+            except KeyError:
+                known = ", ".join(sorted(CONFIGS))
+                raise ConfigError(var, [f"{var}={name!r} is not one of {known}"]) from None
+    return ProductionConfig

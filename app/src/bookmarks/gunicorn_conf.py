@@ -1,0 +1,73 @@
+"""Gunicorn settings for the bookmarks service: ``gunicorn -c python:bookmarks.gunicorn_conf``.
+
+Every value can be overridden from the environment (``GUNICORN_*``), so the deploy role changes
+numbers in the env file, not code. The hooks keep ``/metrics`` correct across workers (see
+``bookmarks.metrics``). A deploy that writes its own gunicorn config only needs to copy the two
+hooks at the bottom.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bookmarks import metrics
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+wsgi_app = "bookmarks.wsgi:app"
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
+# 2 x cores + 1 is gunicorn's rule of thumb for a workload that waits on a database.
+workers = _int("GUNICORN_WORKERS", 2 * (os.cpu_count() or 1) + 1)
+# Threads let a worker overlap database round trips without more processes (and memory).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = _int("GUNICORN_THREADS", 4)
+timeout = _int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# A little longer than nothing, shorter than nginx's upstream keepalive_timeout (60 s).
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Recycle workers now and then, at different moments, so a slow leak never needs a restart.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+# nginx on the same host is the only proxy whose X-Forwarded-* headers gunicorn believes.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+proc_name = "bookmarks"
+# The app writes one JSON line per request itself (with request id and user); gunicorn's access
+# log would duplicate it without those fields.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's own messages (worker boots, timeouts) as JSON lines too, through the app's formatter.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "bookmarks.logs.JsonFormatter"}},
+    "handlers": {
+        "error_console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "gunicorn.error": {
+            "handlers": ["error_console"],
+            "level": loglevel.upper(),
+            "propagate": False,
+        }
+    },
+}
+
+
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+    """Forget the previous run's metric files before any worker writes new ones."""
+    del server
+    metrics.clear_multiprocess_dir()
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+    """Drop a dead worker's live gauges so /metrics shows living workers only."""
+    metrics.child_exit(server, worker)

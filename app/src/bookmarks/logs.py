@@ -1,0 +1,139 @@
+"""JSON logs: one object per line on stderr, one line per request, nothing secret in any of them.
+
+Journald and logrotate keep lines, and log shippers parse JSON without regexes. Stderr, so that
+stdout stays clean for what CLI commands print (``create-user`` prints only the token there). Every record made
+during a request carries its ``request_id``, so an error line and the access line of the same
+request join up. The formatter scrubs bearer tokens, ``bm_`` tokens and the configured secrets from
+the finished line, whatever logger or exception text they came from: redacting at the last step is
+the only place that cannot be bypassed by a new log call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from sqlalchemy.engine import make_url
+
+from bookmarks.auth import TOKEN_PATTERN
+
+REDACTED = "[REDACTED]"
+_ALWAYS_SCRUBBED = (
+    re.compile(r"(?i)\bbearer\s+[^\s\"',;]+"),
+    re.compile(TOKEN_PATTERN.pattern.replace("{43}", "{8,}")),
+    re.compile(r"(?i)(password|passwd|secret|token)=([^\s&\"',;]+)"),
+)
+# Attributes every LogRecord has; anything else was passed with ``extra=`` and goes into the line.
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+HANDLER_MARK = "_bookmarks_json_handler"
+
+access_log = logging.getLogger("bookmarks.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object; scrub tokens and known secrets from the result."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.add_secrets(secrets)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        """Scrub these values too (short ones would match innocent text and are ignored)."""
+        merged = {*self.secrets, *(s for s in secrets if len(s) >= 8)}
+        self.secrets = sorted(merged, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a single scrubbed JSON line."""
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            entry["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return self.scrub(json.dumps(entry, default=str, ensure_ascii=False))
+
+    def scrub(self, line: str) -> str:
+        """Replace anything that looks like a credential with a marker."""
+        for secret in self.secrets:
+            line = line.replace(secret, REDACTED)
+        line = _ALWAYS_SCRUBBED[0].sub("Bearer " + REDACTED, line)
+        line = _ALWAYS_SCRUBBED[1].sub(REDACTED, line)
+        return _ALWAYS_SCRUBBED[2].sub(lambda m: f"{m.group(1)}={REDACTED}", line)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp records made inside a request with its id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add ``request_id`` when there is a request; never drops a record."""
+        if not getattr(record, "request_id", None) and has_request_context():
+            record.request_id = g.get("request_id")
+        return True
+
+
+def app_secrets(app: Flask) -> list[str]:
+    """Values that must never be printed: the secret key and the database password."""
+    values = [app.config.get("SECRET_KEY") or ""]
+    try:
+        password = make_url(app.config.get("SQLALCHEMY_DATABASE_URI") or "").password
+    except Exception:  # noqa: BLE001 - an unparsable URL has no password to hide
+        password = None
+    if password:
+        values.append(str(password))
+    return values
+
+
+def configure_logging(app: Flask) -> None:
+    """Send all logging to stderr as JSON at ``LOG_LEVEL`` (idempotent: several apps may call it)."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if getattr(h, HANDLER_MARK, False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        setattr(handler, HANDLER_MARK, True)
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+    formatter = handler.formatter
+    if isinstance(formatter, JsonFormatter):
+        formatter.add_secrets(app_secrets(app))
+    root.setLevel(app.config["LOG_LEVEL"])
+    # Flask's own app logger would add a second, plain-text handler in debug mode.
+    app.logger.handlers.clear()
+    app.logger.propagate = True
+    app.after_request(_log_request)
+
+
+def _log_request(response: Response) -> Response:
+    started = g.get("request_started")
+    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+    principal = g.get("principal")
+    access_log.info(
+        "request",
+        extra={
+            "method": request.method,
+            # The path only: query strings are user data and are not needed to find a request.
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": duration_ms,
+            "remote_addr": request.remote_addr,
+            "user_id": principal.user_id if principal else None,
+            "bytes": response.calculate_content_length(),
+        },
+    )
+    return response

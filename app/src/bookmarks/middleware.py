@@ -1,0 +1,56 @@
+"""What every request gets: proxy headers, a request id, timing and security headers."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A sane id is short and made of characters that cannot break a log line or a header.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    # The service only ever returns JSON: nothing may load, frame or submit anything.
+    "Content-Security-Policy": (
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "interest-cohort=()",
+}
+
+
+def _start_request() -> None:
+    g.request_started = time.perf_counter()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def _finish_response(response: Response) -> Response:
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    # Responses depend on the Authorization header: no shared cache may keep them.
+    if request.path.startswith("/api/bookmarks"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Trust exactly one proxy hop (nginx on the same host) and install the per-request hooks.
+
+    With ``x_for=1`` only the address nginx appends is believed, so a client cannot spoof its
+    address by sending its own ``X-Forwarded-For``. HSTS is nginx's job: it owns TLS.
+    """
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    app.before_request(_start_request)
+    app.after_request(_finish_response)

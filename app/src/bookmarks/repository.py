@@ -1,0 +1,192 @@
+"""Data access: every SQL statement the service runs, scoped to one user.
+
+Each query takes ``user_id`` and filters on it, so per-user isolation is not something a caller can
+forget. Transactions belong to the caller (``service.py`` and ``cli.py``): the repository flushes
+but never commits, which lets a data change and its ``data_version`` bump commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bookmarks.auth import Principal, display_prefix, generate_token, hash_token
+from bookmarks.errors import ConflictError
+from bookmarks.models import UNIQUE_URL_INDEX, ApiToken, Bookmark, User
+
+# PostgreSQL's bigint range: an id outside it cannot exist, and sending it would raise an error
+# from the driver instead of a clean 404.
+MAX_ID = 2**63 - 1
+EDITABLE_FIELDS = frozenset({"url", "title", "notes", "tags"})
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly issued token: the only moment the clear text exists."""
+
+    user_id: int
+    token: str
+    prefix: str
+
+
+def _is_unique_url_violation(error: IntegrityError) -> bool:
+    diag = getattr(error.orig, "diag", None)
+    return getattr(diag, "constraint_name", None) == UNIQUE_URL_INDEX
+
+
+def valid_id(bookmark_id: int) -> bool:
+    """Whether ``bookmark_id`` could be a row id at all (positive bigint)."""
+    return 0 < bookmark_id <= MAX_ID
+
+
+class UserRepository:
+    """Users, their tokens and their data version."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def principal_for_token(self, token: str) -> Principal | None:
+        """Resolve a token to its user and current ``data_version`` in one indexed query.
+
+        This query runs on every authenticated request anyway; reading ``data_version`` in it is
+        what makes the cache check free (see ``BookmarkService``).
+        """
+        row = self._session.execute(
+            select(User.id, User.name, User.data_version)
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+        ).one_or_none()
+        if row is None:
+            return None
+        return Principal(user_id=row.id, name=row.name, data_version=row.data_version)
+
+    def bump_version(self, user_id: int) -> int:
+        """Advance the user's data generation inside the caller's transaction.
+
+        The row lock this takes also serialises concurrent writes of one user, which keeps the
+        version strictly increasing with the commits.
+        """
+        return self._session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(data_version=User.data_version + 1)
+            .returning(User.data_version)
+        ).scalar_one()
+
+    def get_by_name(self, name: str) -> User | None:
+        """Return the user called ``name``, if any."""
+        return self._session.execute(select(User).where(User.name == name)).scalar_one_or_none()
+
+    def create(self, name: str) -> User:
+        """Add a user (the caller commits)."""
+        user = User(name=name)
+        self._session.add(user)
+        self._session.flush()
+        return user
+
+    def issue_token(self, user: User) -> IssuedToken:
+        """Store the hash of a new token for ``user`` and return the clear text once."""
+        token = generate_token()
+        prefix = display_prefix(token)
+        self._session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), prefix=prefix))
+        self._session.flush()
+        return IssuedToken(user_id=user.id, token=token, prefix=prefix)
+
+    def revoke_tokens(self, user: User, prefix: str | None = None) -> int:
+        """Revoke the user's active tokens (or only the one whose prefix matches); return how many."""
+        statement = (
+            update(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+        )
+        if prefix:
+            statement = statement.where(ApiToken.prefix == prefix)
+        return self._session.execute(statement).rowcount  # type: ignore[attr-defined]
+
+    def list_with_token_counts(self) -> Sequence[Any]:
+        """Rows of (name, created_at, active token count), for ``users list``."""
+        active = func.count(ApiToken.id).filter(ApiToken.revoked_at.is_(None))
+        return self._session.execute(
+            select(User.name, User.created_at, active.label("active_tokens"))
+            .outerjoin(ApiToken, ApiToken.user_id == User.id)
+            .group_by(User.id)
+            .order_by(User.name)
+        ).all()
+
+
+class BookmarkRepository:
+    """Bookmarks of one user at a time."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, user_id: int, bookmark_id: int) -> Bookmark | None:
+        """Return the bookmark if it exists and belongs to ``user_id``."""
+        if not valid_id(bookmark_id):
+            return None
+        return self._session.execute(
+            select(Bookmark).where(Bookmark.id == bookmark_id, Bookmark.user_id == user_id)
+        ).scalar_one_or_none()
+
+    def page(
+        self, user_id: int, *, offset: int, limit: int, tag: str | None = None
+    ) -> tuple[list[Bookmark], int]:
+        """Newest first, with the total count for pagination links."""
+        where = [Bookmark.user_id == user_id]
+        if tag:
+            where.append(Bookmark.tags.contains([tag]))
+        rows = (
+            self._session.execute(
+                select(Bookmark)
+                .where(*where)
+                .order_by(Bookmark.created_at.desc(), Bookmark.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+        total = self._session.execute(select(func.count()).where(*where)).scalar_one()
+        return list(rows), total
+
+    def add(self, user_id: int, values: Mapping[str, Any]) -> Bookmark:
+        """Insert a bookmark; a second one with the same url raises ``ConflictError``."""
+        bookmark = Bookmark(user_id=user_id, **_editable(values))
+        self._session.add(bookmark)
+        self._flush_or_conflict()
+        return bookmark
+
+    def update(self, bookmark: Bookmark, values: Mapping[str, Any]) -> Bookmark:
+        """Apply changes to a bookmark the caller already looked up for this user."""
+        for name, value in _editable(values).items():
+            setattr(bookmark, name, value)
+        self._flush_or_conflict()
+        return bookmark
+
+    def delete(self, bookmark: Bookmark) -> None:
+        """Delete a bookmark the caller already looked up for this user."""
+        self._session.delete(bookmark)
+        self._session.flush()
+
+    def _flush_or_conflict(self) -> None:
+        try:
+            self._session.flush()
+        except IntegrityError as error:
+            if _is_unique_url_violation(error):
+                raise ConflictError(
+                    "a bookmark with this url already exists",
+                    errors={"json": {"url": ["already bookmarked"]}},
+                ) from None
+            raise
+
+
+def _editable(values: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(values) - EDITABLE_FIELDS
+    if unknown:  # schemas reject these first; this guards other callers
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    return dict(values)

@@ -1,0 +1,236 @@
+"""``BookmarkService``: the use cases, with a read cache that is never wrong.
+
+Why the cache is coherent across workers and hosts
+--------------------------------------------------
+Each user row carries ``data_version``, bumped in the same transaction as every write to that
+user's bookmarks (``UserRepository.bump_version``). Every authenticated request already reads the
+token's user row, and that same query returns ``data_version`` (``Principal.data_version``). Cache
+keys include it, so:
+
+* after a write commits anywhere, every later request reads the new version and misses the entries
+  of the old one; no message has to reach the other workers or hosts, and none can be lost;
+* entries of old versions are never read again and leave by LRU or TTL;
+* the check costs no extra round trip, because authentication needs that query anyway.
+
+LISTEN/NOTIFY was the alternative: it saves no query here (authentication still reads the
+database), needs a listener thread per worker with its own connection, and leaves a window between
+commit and delivery in which another worker still serves the old value, which is exactly what the
+service promises never to do.
+
+A reader that looked up version *v* just before a write committed may store what it read under
+*v*; that entry is only ever served to requests that also saw *v*, i.e. that began before the
+commit, so no request that starts after a write sees data older than that write.
+
+The cache is a ``cachetools.TTLCache`` (LRU eviction plus per-entry time-to-live), sized from
+``config.get_cache_config()`` (the seeds' hard-coded 256 entries was a defect), and guarded by a
+lock because gthread workers share it between threads. It holds frozen dataclasses, never ORM
+objects, so a cached value cannot be changed by, or keep alive, a database session.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from cachetools import TTLCache
+from sqlalchemy.orm import Session
+
+from bookmarks.auth import Principal
+from bookmarks.config import CacheConfig
+from bookmarks.errors import NotFoundError
+from bookmarks.metrics import CACHE_REQUESTS
+from bookmarks.models import Bookmark
+from bookmarks.repository import BookmarkRepository, UserRepository
+from bookmarks.search import SearchIndex
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BookmarkRecord:
+    """An immutable copy of a bookmark, safe to cache and to share between threads."""
+
+    id: int
+    url: str
+    title: str
+    notes: str
+    tags: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    rank: float | None = None
+
+    @classmethod
+    def from_model(cls, bookmark: Bookmark, rank: float | None = None) -> BookmarkRecord:
+        """Copy the columns the API shows out of an ORM object."""
+        return cls(
+            id=bookmark.id,
+            url=bookmark.url,
+            title=bookmark.title,
+            notes=bookmark.notes,
+            tags=tuple(bookmark.tags),
+            created_at=bookmark.created_at,
+            updated_at=bookmark.updated_at,
+            rank=rank,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PageResult:
+    """One page of bookmarks and what pagination links need."""
+
+    items: tuple[BookmarkRecord, ...]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        """Number of pages (at least 1, so an empty collection still has a first page)."""
+        return max(1, -(-self.total // self.per_page))
+
+
+_MISSING = object()
+
+
+class VersionedCache:
+    """A thread-safe ``TTLCache`` whose keys carry the user's ``data_version``."""
+
+    def __init__(self, config: CacheConfig) -> None:
+        if config["eviction"] != "lru":
+            raise ValueError(f"unsupported cache eviction {config['eviction']!r}; only 'lru'")
+        self.maxsize = config["max_entries"]
+        self.ttl = config["ttl_seconds"]
+        self._cache: TTLCache[Hashable, Any] = TTLCache(maxsize=self.maxsize, ttl=self.ttl)
+        self._lock = threading.Lock()
+
+    def get_or_load(self, key: Hashable, load: Callable[[], T]) -> T:
+        """Return the cached value for ``key`` or load, store and return it.
+
+        Loading happens outside the lock: two threads may load the same key at once, which costs
+        a query but never blocks readers of other keys behind a slow database.
+        """
+        with self._lock:
+            value = self._cache.get(key, _MISSING)
+        if value is not _MISSING:
+            CACHE_REQUESTS.labels(result="hit").inc()
+            return value  # type: ignore[return-value]
+        CACHE_REQUESTS.labels(result="miss").inc()
+        value = load()
+        with self._lock:
+            self._cache[key] = value
+        return value
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    def clear(self) -> None:
+        """Drop everything (tests and operators; correctness never depends on it)."""
+        with self._lock:
+            self._cache.clear()
+
+
+class BookmarkService:
+    """Create, read, list, search, update and delete one user's bookmarks."""
+
+    def __init__(self, session: Session, cache_config: CacheConfig) -> None:
+        self._session = session
+        self._users = UserRepository(session)
+        self._repo = BookmarkRepository(session)
+        self._search = SearchIndex(session)
+        self.cache = VersionedCache(cache_config)
+
+    # -- reads (cached, keyed by the caller's data_version) ----------------------------------
+    def get(self, principal: Principal, bookmark_id: int) -> BookmarkRecord:
+        """Return one bookmark of the caller, or raise ``NotFoundError``."""
+
+        def load() -> BookmarkRecord | None:
+            bookmark = self._repo.get(principal.user_id, bookmark_id)
+            return BookmarkRecord.from_model(bookmark) if bookmark else None
+
+        record = self.cache.get_or_load(self._key(principal, "get", bookmark_id), load)
+        if record is None:
+            raise NotFoundError("bookmark not found")
+        return record
+
+    def list(
+        self, principal: Principal, *, page: int, per_page: int, tag: str | None = None
+    ) -> PageResult:
+        """Return one page of the caller's bookmarks, newest first."""
+
+        def load() -> PageResult:
+            rows, total = self._repo.page(
+                principal.user_id, offset=(page - 1) * per_page, limit=per_page, tag=tag
+            )
+            items = tuple(BookmarkRecord.from_model(row) for row in rows)
+            return PageResult(items=items, total=total, page=page, per_page=per_page)
+
+        return self.cache.get_or_load(self._key(principal, "list", page, per_page, tag), load)
+
+    def search(
+        self, principal: Principal, text: str, *, page: int, per_page: int, tag: str | None = None
+    ) -> PageResult:
+        """Return one page of the caller's bookmarks matching ``text``, best match first."""
+
+        def load() -> PageResult:
+            hits, total = self._search.search(
+                principal.user_id, text, offset=(page - 1) * per_page, limit=per_page, tag=tag
+            )
+            items = tuple(BookmarkRecord.from_model(row, rank) for row, rank in hits)
+            return PageResult(items=items, total=total, page=page, per_page=per_page)
+
+        key = self._key(principal, "search", text, page, per_page, tag)
+        return self.cache.get_or_load(key, load)
+
+    # -- writes (bump the version in the same transaction) ------------------------------------
+    def create(self, principal: Principal, values: Mapping[str, Any]) -> BookmarkRecord:
+        """Add a bookmark for the caller."""
+        with self._write(principal):
+            return BookmarkRecord.from_model(self._repo.add(principal.user_id, values))
+
+    def update(
+        self, principal: Principal, bookmark_id: int, values: Mapping[str, Any]
+    ) -> BookmarkRecord:
+        """Change some or all editable fields of one of the caller's bookmarks."""
+        with self._write(principal):
+            bookmark = self._repo.get(principal.user_id, bookmark_id)
+            if bookmark is None:
+                raise NotFoundError("bookmark not found")
+            return BookmarkRecord.from_model(self._repo.update(bookmark, values))
+
+    def delete(self, principal: Principal, bookmark_id: int) -> None:
+        """Delete one of the caller's bookmarks."""
+        with self._write(principal):
+            bookmark = self._repo.get(principal.user_id, bookmark_id)
+            if bookmark is None:
+                raise NotFoundError("bookmark not found")
+            self._repo.delete(bookmark)
+
+    def _write(self, principal: Principal) -> _WriteTransaction:
+        return _WriteTransaction(self._session, self._users, principal.user_id)
+
+    @staticmethod
+    def _key(principal: Principal, *parts: Hashable) -> tuple[Hashable, ...]:
+        return (principal.user_id, principal.data_version, *parts)
+
+
+class _WriteTransaction:
+    """Bump the user's version, run the change, commit both, or roll both back."""
+
+    def __init__(self, session: Session, users: UserRepository, user_id: int) -> None:
+        self._session = session
+        self._users = users
+        self._user_id = user_id
+
+    def __enter__(self) -> None:
+        # First statement of the write: the row lock orders concurrent writes of this user.
+        self._users.bump_version(self._user_id)
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self._session.commit()
+        else:
+            self._session.rollback()
