@@ -25,7 +25,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     """Run migrations in one transaction per run (PostgreSQL has transactional DDL)."""
 
-    def skip_empty_autogenerate(context, revision, directives) -> None:  # noqa: ANN001, ARG001
+    def skip_empty_autogenerate(context, revision, directives) -> None:
         if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
             directives[:] = []
             logger.info("No changes in schema detected.")

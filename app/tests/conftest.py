@@ -55,7 +55,9 @@ def libpq_url(url: str) -> str:
 def create_database(name: str) -> str:
     """(Re)create database ``name`` on the test server; return its SQLAlchemy URL."""
     with psycopg.connect(libpq_url(server_url()), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return make_url(server_url()).set(database=name).render_as_string(hide_password=False)
 
@@ -63,7 +65,9 @@ def create_database(name: str) -> str:
 def drop_database(name: str) -> None:
     """Drop database ``name`` (closing whatever still uses it)."""
     with psycopg.connect(libpq_url(server_url()), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def make_app(database_url: str, **overrides: Any) -> Flask:
@@ -124,7 +128,7 @@ def app_factory(app: Flask, database_url: str) -> Iterator[Callable[..., Flask]]
     apps: list[Flask] = []
 
     def factory(**overrides: Any) -> Flask:
-        apps.append(make_app(database_url, **overrides))
+        apps.append(make_app(overrides.pop("DATABASE_URL", database_url), **overrides))
         return apps[-1]
 
     yield factory

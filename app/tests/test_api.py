@@ -17,7 +17,11 @@ def test_create_returns_the_bookmark_and_its_location(
 ) -> None:
     response = client.post(
         "/api/bookmarks",
-        json={"url": "https://flask.palletsprojects.com/", "title": "Flask", "tags": ["Python", "web", "python"]},
+        json={
+            "url": "https://flask.palletsprojects.com/",
+            "title": "Flask",
+            "tags": ["Python", "web", "python"],
+        },
         headers=auth,
     )
     assert response.status_code == 201
@@ -31,14 +35,18 @@ def test_create_returns_the_bookmark_and_its_location(
     assert body["rank"] is None
 
 
-def test_get_returns_what_was_created(client: FlaskClient, auth: dict[str, str], create: Create) -> None:
+def test_get_returns_what_was_created(
+    client: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
     created = create("https://example.org/a", title="A", notes="n", tags=["t"])
     response = client.get(f"/api/bookmarks/{created['id']}", headers=auth)
     assert response.status_code == 200
     assert response.json == created
 
 
-def test_put_replaces_every_field(client: FlaskClient, auth: dict[str, str], create: Create) -> None:
+def test_put_replaces_every_field(
+    client: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
     created = create("https://example.org/a", title="A", notes="n", tags=["t"])
     response = client.put(
         f"/api/bookmarks/{created['id']}", json={"url": "https://example.org/b"}, headers=auth
@@ -62,7 +70,9 @@ def test_patch_changes_only_the_given_fields(
     assert response.json["updated_at"] > created["updated_at"]
 
 
-def test_delete_removes_the_bookmark(client: FlaskClient, auth: dict[str, str], create: Create) -> None:
+def test_delete_removes_the_bookmark(
+    client: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
     created = create()
     response = client.delete(f"/api/bookmarks/{created['id']}", headers=auth)
     assert response.status_code == 204

@@ -67,7 +67,12 @@ def test_only_the_token_hash_is_stored(app: Flask, token: str) -> None:
 
 @pytest.mark.parametrize(
     ("method", "body"),
-    [("get", None), ("put", {"url": "https://evil.example/"}), ("patch", {"title": "x"}), ("delete", None)],
+    [
+        ("get", None),
+        ("put", {"url": "https://evil.example/"}),
+        ("patch", {"title": "x"}),
+        ("delete", None),
+    ],
 )
 def test_other_users_bookmark_is_404(
     client: FlaskClient,

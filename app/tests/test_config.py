@@ -1,4 +1,4 @@
-"""Configuration: production fails fast and says what to fix; cache settings come from one helper."""
+"""Configuration: production fails fast and says what to fix; cache settings from one helper."""
 
 from __future__ import annotations
 

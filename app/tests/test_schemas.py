@@ -17,18 +17,38 @@ Create = Callable[..., dict[str, Any]]
     ("body", "field", "message"),
     [
         ({}, "url", "Missing data for required field."),
-        ({"url": 42}, "url", "Not a valid URL."),
-        ({"url": "not a url"}, "url", "Not a valid URL."),
-        ({"url": "ftp://example.org/file"}, "url", "Not a valid URL."),
-        ({"url": "javascript:alert(1)"}, "url", "Not a valid URL."),
-        ({"url": "https://example.org/" + "a" * 2100}, "url", "Longer than maximum length 2048."),
-        ({"url": "https://example.org/", "title": "t" * 501}, "title", "Longer than maximum length 500."),
-        ({"url": "https://example.org/", "notes": "n" * 10_001}, "notes", "Longer than maximum length 10000."),
-        ({"url": "https://example.org/", "title": "nul\x00byte"}, "title", "must not contain NUL characters"),
+        ({"url": 42}, "url", "Not a valid string."),
+        ({"url": "not a url"}, "url", "Not a valid URL"),
+        ({"url": "ftp://example.org/file"}, "url", "Not a valid URL"),
+        ({"url": "javascript:alert(1)"}, "url", "Not a valid URL"),
+        ({"url": "https://example.org/" + "a" * 2100}, "url", "Length must be between 1 and 2048."),
+        (
+            {"url": "https://example.org/", "title": "t" * 501},
+            "title",
+            "Longer than maximum length 500.",
+        ),
+        (
+            {"url": "https://example.org/", "notes": "n" * 10_001},
+            "notes",
+            "Longer than maximum length 10000.",
+        ),
+        (
+            {"url": "https://example.org/", "title": "nul\x00byte"},
+            "title",
+            "must not contain NUL characters",
+        ),
         ({"url": "https://example.org/", "tags": "python"}, "tags", "Not a valid list."),
         ({"url": "https://example.org/", "tags": ["a b"]}, "tags", None),
         ({"url": "https://example.org/", "tags": [""]}, "tags", None),
-        ({"url": "https://example.org/", "tags": [f"t{n}" for n in range(33)]}, "tags", "Longer than maximum length 32."),
+        (
+            {"url": "https://example.org/", "tags": [f"t{n}" for n in range(33)]},
+            "tags",
+            "Longer than maximum length 32.",
+        ),
+        ({"url": "https://user:pw@example.org/"}, "url", "Not a valid URL"),
+        ({"url": "https://exa mple.org/"}, "url", "Not a valid URL"),
+        ({"url": "https://-bad-.example/"}, "url", "Not a valid URL"),
+        ({"url": ""}, "url", "Length must be between 1 and 2048."),
         ({"url": "https://example.org/", "owner": "bob"}, "owner", "Unknown field."),
         ({"url": "https://example.org/", "id": 7}, "id", "Unknown field."),
     ],
@@ -58,7 +78,9 @@ def test_json_that_is_not_an_object_is_422(client: FlaskClient, auth: dict[str, 
     assert response.status_code == 422
 
 
-def test_body_without_json_content_type_is_refused(client: FlaskClient, auth: dict[str, str]) -> None:
+def test_body_without_json_content_type_is_refused(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
     response = client.post("/api/bookmarks", data="url=https://example.org/", headers=auth)
     assert response.status_code in {415, 422}
     assert response.is_json
@@ -66,7 +88,9 @@ def test_body_without_json_content_type_is_refused(client: FlaskClient, auth: di
 
 def test_huge_body_is_413(client: FlaskClient, auth: dict[str, str]) -> None:
     body = '{"url": "https://example.org/", "notes": "' + "n" * 70_000 + '"}'
-    response = client.post("/api/bookmarks", data=body, content_type="application/json", headers=auth)
+    response = client.post(
+        "/api/bookmarks", data=body, content_type="application/json", headers=auth
+    )
     assert response.status_code == 413
     assert response.json["code"] == 413
 
@@ -78,7 +102,9 @@ def test_empty_patch_is_422(client: FlaskClient, auth: dict[str, str], create: C
     assert "give at least one of" in str(response.json["errors"])
 
 
-def test_patch_cannot_null_a_field(client: FlaskClient, auth: dict[str, str], create: Create) -> None:
+def test_patch_cannot_null_a_field(
+    client: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
     bookmark = create()
     response = client.patch(f"/api/bookmarks/{bookmark['id']}", json={"title": None}, headers=auth)
     assert response.status_code == 422
@@ -94,10 +120,33 @@ def test_ids_outside_bigint_are_404_not_500(
 
 
 @pytest.mark.parametrize("bookmark_id", ["abc", "-1", "1.5"])
-def test_non_integer_ids_are_404(client: FlaskClient, auth: dict[str, str], bookmark_id: str) -> None:
+def test_non_integer_ids_are_404(
+    client: FlaskClient, auth: dict[str, str], bookmark_id: str
+) -> None:
     response = client.get(f"/api/bookmarks/{bookmark_id}", headers=auth)
     assert response.status_code == 404
     assert response.is_json
+
+
+@pytest.mark.parametrize("field", ["url", "title", "notes", "tags"])
+def test_lone_surrogates_are_422_not_500(
+    client: FlaskClient, auth: dict[str, str], field: str
+) -> None:
+    value = '["bad\\udc00"]' if field == "tags" else '"bad\\udc00"'
+    url = "" if field == "url" else '"url": "https://example.org/", '
+    body = "{" + url + f'"{field}": {value}' + "}"
+    response = client.post(
+        "/api/bookmarks", data=body, content_type="application/json", headers=auth
+    )
+    assert response.status_code == 422
+    assert response.json["errors"]["json"][field] == ["must be valid Unicode text"]
+
+
+def test_emoji_and_other_scripts_are_fine(client: FlaskClient, auth: dict[str, str]) -> None:
+    body = {"url": "https://example.org/", "title": "😍 日本語 Ελληνικά", "tags": ["café", "😀"]}
+    response = client.post("/api/bookmarks", json=body, headers=auth)
+    assert response.status_code == 201
+    assert response.json["title"] == body["title"]
 
 
 def test_nul_in_search_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
@@ -108,6 +157,23 @@ def test_nul_in_search_is_422(client: FlaskClient, auth: dict[str, str]) -> None
 
 def test_authentication_comes_before_validation(client: FlaskClient) -> None:
     assert client.post("/api/bookmarks", json={"bad": True}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost",
+        "https://example.org:8443/a/b?c=d&e=f#g",
+        "http://[::1]:8000/",
+        "http://192.168.0.1/x",
+        "https://xn--bcher-kva.example/",
+        "https://example.org/päth?q=ünïcode",
+    ],
+)
+def test_valid_urls_are_accepted(client: FlaskClient, auth: dict[str, str], url: str) -> None:
+    response = client.post("/api/bookmarks", json={"url": url}, headers=auth)
+    assert response.status_code == 201, response.json
+    assert response.json["url"] == url
 
 
 def test_tags_are_lowercased_and_deduplicated_in_order() -> None:

@@ -10,7 +10,7 @@ import pytest
 from bookmarks.config import ConfigError
 
 
-def _import_wsgi():  # noqa: ANN202
+def _import_wsgi():
     sys.modules.pop("bookmarks.wsgi", None)
     return importlib.import_module("bookmarks.wsgi")
 
@@ -29,5 +29,5 @@ def test_wsgi_defaults_to_production_and_refuses_to_start_without_secrets(
 ) -> None:
     for name in ("BOOKMARKS_CONFIG", "FLASK_CONFIG", "SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(ConfigError, match="ProductionConfig.*SECRET_KEY is not set"):
+    with pytest.raises(ConfigError, match=r"ProductionConfig.*SECRET_KEY is not set"):
         _import_wsgi()

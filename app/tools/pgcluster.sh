@@ -70,3 +70,11 @@ pgcluster_stop() {
     bindir=$(pgcluster_bindir) || return 0
     pgcluster_as_owner "$bindir/pg_ctl" --pgdata="$dir/data" --mode=fast --wait stop >/dev/null 2>&1 || true
 }
+
+# Export the variables of a running cluster without touching it (for callers in another process).
+pgcluster_resume_env() {
+    local dir=$1 port
+    port=$(cat "$dir/port")
+    export PGCLUSTER_DIR=$dir PGCLUSTER_PORT=$port
+    export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+}

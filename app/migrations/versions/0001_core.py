@@ -80,9 +80,7 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("char_length(url) <= 2048", name=op.f("ck_bookmarks_url_length")),
         sa.CheckConstraint("char_length(title) <= 500", name=op.f("ck_bookmarks_title_length")),
-        sa.CheckConstraint(
-            "char_length(notes) <= 10000", name=op.f("ck_bookmarks_notes_length")
-        ),
+        sa.CheckConstraint("char_length(notes) <= 10000", name=op.f("ck_bookmarks_notes_length")),
         sa.CheckConstraint(
             "coalesce(array_length(tags, 1), 0) <= 32", name=op.f("ck_bookmarks_tags_count")
         ),
@@ -101,9 +99,7 @@ def upgrade() -> None:
         ["user_id", sa.text("md5(url)")],
         unique=True,
     )
-    op.create_index(
-        "ix_bookmarks_user_id_created_at", "bookmarks", ["user_id", "created_at", "id"]
-    )
+    op.create_index("ix_bookmarks_user_id_created_at", "bookmarks", ["user_id", "created_at", "id"])
     op.create_index("ix_bookmarks_tags", "bookmarks", ["tags"], postgresql_using="gin")
 
 

@@ -5,7 +5,8 @@ Revises: 0001_core
 Create Date: 2026-11-22
 
 The document is built by an IMMUTABLE SQL function because a generated column may only call
-immutable functions and ``array_to_string`` is merely stable. Everything in it is schema-qualified,
+immutable functions and ``array_to_string`` is merely stable. Url words are split on punctuation
+first (the parser would keep a url as one token). Everything in it is schema-qualified,
 so a caller's ``search_path`` cannot change what gets indexed. Downgrading drops the column, the
 index and the function; upgrading again recomputes the column from the rows, so nothing is lost.
 """
@@ -34,7 +35,9 @@ def upgrade() -> None:
                 || pg_catalog.setweight(
                        pg_catalog.to_tsvector('pg_catalog.english', coalesce(notes, '')), 'C')
                 || pg_catalog.setweight(
-                       pg_catalog.to_tsvector('pg_catalog.simple', coalesce(url, '')), 'D')
+                       pg_catalog.to_tsvector('pg_catalog.english',
+                           pg_catalog.regexp_replace(coalesce(url, ''), '[^[:alnum:]]+', ' ', 'g')),
+                       'D')
         $$
         """
     )

@@ -25,7 +25,7 @@ def create_app(config_class: type[BaseConfig] | BaseConfig | None = None) -> Fla
     non-PostgreSQL database or an oversized ``PAGE_SIZE`` fails at start with every problem named.
     """
     config = _load_config(config_class)
-    config._validate()  # noqa: SLF001 - the seeds' name; "private" to the config classes' users
+    config._validate()
 
     app = Flask(__name__)
     app.config.from_mapping(config.flask_config())

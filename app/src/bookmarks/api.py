@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import marshmallow as ma
 from flask import Flask, current_app, g, request, url_for
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
@@ -91,9 +92,7 @@ def _page_links(result: PageResult, args: dict[str, Any]) -> dict[str, str | Non
     keep = {k: args[k] for k in ("q", "tag") if args.get(k)}
 
     def link(page: int) -> str:
-        return url_for(
-            "bookmarks.BookmarkCollection", page=page, per_page=result.per_page, **keep
-        )
+        return url_for("bookmarks.BookmarkCollection", page=page, per_page=result.per_page, **keep)
 
     return {
         "self": link(result.page),
@@ -108,7 +107,8 @@ def _page_links(result: PageResult, args: dict[str, Any]) -> dict[str, str | Non
 class BookmarkCollection(MethodView):
     """List, search and create."""
 
-    @blp.arguments(ListArgsSchema, location="query")
+    # Unknown query parameters are errors too: a typo such as `per_pge` must not be ignored.
+    @blp.arguments(ListArgsSchema, location="query", unknown=ma.RAISE)
     @blp.response(200, BookmarkPageSchema)
     @_errors(401)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -188,4 +188,6 @@ def init_app(app: Flask) -> None:
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "bm_..."}
     )
     api.register_blueprint(blp)
+    # JSON Schema's way to say what BookmarkPatchSchema._not_empty enforces.
+    api.spec.components.schemas["BookmarkPatch"]["minProperties"] = 1
     app.extensions[SERVICE_KEY] = BookmarkService(db.session, app.config["CACHE_CONFIG"])

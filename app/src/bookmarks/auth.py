@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-TOKEN_PREFIX = "bm_"
+TOKEN_PREFIX = "bm_"  # noqa: S105 - a marker, not a credential
 TOKEN_PATTERN = re.compile(r"bm_[A-Za-z0-9_-]{43}")
 # How many characters of the token the database keeps in clear, to tell tokens apart.
 DISPLAY_PREFIX_LENGTH = 10

@@ -14,7 +14,7 @@ import sys
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup, FlaskGroup
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from bookmarks.config import (
     CONFIG_ENV_VARS,
@@ -68,13 +68,14 @@ def _create_user(name: str, *, existing_ok: bool) -> None:
     is_flag=True,
     help="If the user exists, issue it another token instead of failing.",
 )
-def users_create(name: str, existing_ok: bool) -> None:  # noqa: FBT001 - click flag
+def users_create(name: str, existing_ok: bool) -> None:
     """Create user NAME and print a new API token (stdout: the token alone)."""
     _create_user(name, existing_ok=existing_ok)
 
 
 @click.command("create-user")
 @click.argument("name")
+@with_appcontext
 def create_user(name: str) -> None:
     """Create user NAME if needed and print a fresh API token (stdout: the token alone).
 
@@ -130,7 +131,7 @@ def production_problems() -> list[str]:
     except ConfigError as error:
         problems += error.problems
     try:
-        ProductionConfig()._validate()  # noqa: SLF001
+        ProductionConfig()._validate()
     except ConfigError as error:
         problems += error.problems
     multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
@@ -159,6 +160,7 @@ def check_production() -> None:
 
 
 @click.command("check-ready")
+@with_appcontext
 def check_ready() -> None:
     """Exit 0 when the database answers and is migrated to this release's head, else 1."""
     from bookmarks.ops import check_database, database_revision, migration_head  # noqa: PLC0415
@@ -194,4 +196,3 @@ def main() -> None:
     group = FlaskGroup(create_app=create_app, help="The bookmarks service.")
     group.add_command(check_production)
     group.main()
-

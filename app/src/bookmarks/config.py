@@ -63,7 +63,7 @@ class ConfigError(RuntimeError):
 
 
 def _build_cache_config(ttl: int, max_size: int) -> CacheConfig:
-    """Build the cache settings in one place so production and development differ only in numbers."""
+    """Build cache settings in one place: production and development differ only in numbers."""
     return {"ttl_seconds": ttl, "max_entries": max_size, "eviction": "lru"}
 
 
@@ -145,13 +145,13 @@ class BaseConfig:
     LOG_LEVEL: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO").upper())
     DEBUG: bool = False
     TESTING: bool = False
-    # Bodies are small JSON documents; 64 KiB is generous and keeps a slow upload from pinning a worker.
+    # Bodies are small JSON documents: 64 KiB is generous, and a slow upload cannot pin a worker.
     MAX_CONTENT_LENGTH: int = 64 * 1024
     SESSION_COOKIE_SECURE: bool = True
     SESSION_COOKIE_HTTPONLY: bool = True
     SESSION_COOKIE_SAMESITE: str = "Lax"
     PREFERRED_URL_SCHEME: str = "https"
-    # Database pool, per worker process: sized for gthread workers (threads <= pool_size + overflow).
+    # Database pool per worker process, sized for gthread workers (threads <= size + overflow).
     DB_POOL_SIZE: int = field(default_factory=lambda: _env_int("DB_POOL_SIZE", 5))  # type: ignore[arg-type]
     DB_MAX_OVERFLOW: int = field(default_factory=lambda: _env_int("DB_MAX_OVERFLOW", 5))  # type: ignore[arg-type]
     DB_CONNECT_TIMEOUT: int = 3
@@ -166,7 +166,7 @@ class BaseConfig:
         self.DATABASE_URL = normalize_database_url(self.DATABASE_URL)
 
     def get_cache_config(self) -> CacheConfig:
-        """Cache settings for ``BookmarkService`` (development numbers unless a subclass tunes them)."""
+        """Cache settings for ``BookmarkService`` (development numbers unless a subclass tunes)."""
         return _build_cache_config(ttl=30, max_size=128)
 
     def _validate(self) -> None:
@@ -181,7 +181,9 @@ class BaseConfig:
                 f"got {self.PAGE_SIZE}"
             )
         if self.LOG_LEVEL not in LOG_LEVELS:
-            problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.LOG_LEVEL!r}")
+            problems.append(
+                f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.LOG_LEVEL!r}"
+            )
         for name in ("DB_POOL_SIZE", "DB_MAX_OVERFLOW"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -232,8 +234,8 @@ class BaseConfig:
     def engine_options(self) -> dict[str, Any]:
         """SQLAlchemy pool settings.
 
-        ``pool_pre_ping`` turns a connection killed by a database restart into a reconnect instead of
-        a 500; ``pool_recycle`` stays under typical firewall idle timeouts; ``connect_timeout`` and
+        ``pool_pre_ping`` turns a connection killed by a database restart into a reconnect, not a
+        500; ``pool_recycle`` stays under typical firewall idle timeouts; ``connect_timeout`` and
         ``statement_timeout`` bound how long a sick database can hold a worker thread.
         """
         return {
@@ -252,7 +254,7 @@ class BaseConfig:
 
 @dataclass
 class DevelopmentConfig(BaseConfig):
-    """A laptop: local database by socket, debug on, a random secret per process (never a constant)."""
+    """A laptop: local database by socket, debug on, a random secret per process (no constant)."""
 
     NAME: ClassVar[str] = "development"
 
@@ -309,7 +311,7 @@ CONFIGS: dict[str, type[BaseConfig]] = {
 def config_class_from_env() -> type[BaseConfig]:
     """Pick the config class named by ``BOOKMARKS_CONFIG`` (or ``FLASK_CONFIG``).
 
-    Unset means production: a server that forgot the variable gets the strict checks, not debug mode.
+    Unset means production: a server that forgot the variable gets strict checks, not debug mode.
     """
     for var in CONFIG_ENV_VARS:
         name = _env(var).lower()

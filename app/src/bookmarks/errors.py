@@ -13,6 +13,8 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, g, jsonify
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class AppError(Exception):
 
 
 class NotFoundError(AppError):
-    """The resource does not exist, or belongs to someone else (the two look the same on purpose)."""
+    """The resource does not exist or belongs to someone else (the two look alike on purpose)."""
 
     status = 404
     message = "not found"
@@ -114,6 +116,18 @@ def handle_http_exception(error: HTTPException) -> Response:
     return _json_error(status, str(message), errors, headers)
 
 
+def handle_database_unavailable(error: Exception) -> Response:
+    """The database is down, unreachable, too slow, or the pool is exhausted: 503, retry later.
+
+    Not a bug and not the client's fault, so neither 500 nor 4xx; ``Retry-After`` tells well-behaved
+    clients to back off while ``/health/ready`` takes the instance out of rotation.
+    """
+    log.warning("database unavailable: %s", type(error).__name__, exc_info=error)
+    return _json_error(
+        503, "the database is unavailable; retry shortly", headers={"Retry-After": "5"}
+    )
+
+
 def handle_unexpected(error: Exception) -> Response:
     """Log a bug with its traceback and answer with a generic 500 (no details for the client)."""
     if isinstance(error, HTTPException):  # raised inside another handler: keep its status
@@ -126,4 +140,6 @@ def register_errorhandlers(app: Flask) -> None:
     """Register after flask-smorest, so these handlers replace its HTTPException handler."""
     app.register_error_handler(AppError, handle_app_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(PoolTimeoutError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -52,6 +52,8 @@ logconfig_dict = {
             "stream": "ext://sys.stderr",
         }
     },
+    # The app adds its own JSON handler to the root logger when each worker creates it.
+    "root": {"level": loglevel.upper(), "handlers": []},
     "loggers": {
         "gunicorn.error": {
             "handlers": ["error_console"],
@@ -62,12 +64,12 @@ logconfig_dict = {
 }
 
 
-def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+def on_starting(server) -> None:
     """Forget the previous run's metric files before any worker writes new ones."""
     del server
     metrics.clear_multiprocess_dir()
 
 
-def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
+def child_exit(server, worker) -> None:
     """Drop a dead worker's live gauges so /metrics shows living workers only."""
     metrics.child_exit(server, worker)

@@ -1,7 +1,8 @@
 """JSON logs: one object per line on stderr, one line per request, nothing secret in any of them.
 
 Journald and logrotate keep lines, and log shippers parse JSON without regexes. Stderr, so that
-stdout stays clean for what CLI commands print (``create-user`` prints only the token there). Every record made
+stdout stays clean for what CLI commands print (``create-user`` prints only the token there).
+Every record made
 during a request carries its ``request_id``, so an error line and the access line of the same
 request join up. The formatter scrubs bearer tokens, ``bm_`` tokens and the configured secrets from
 the finished line, whatever logger or exception text they came from: redacting at the last step is
@@ -51,7 +52,7 @@ class JsonFormatter(logging.Formatter):
         self.secrets = sorted(merged, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as a single scrubbed JSON line."""
+        """Render ``record`` as a single JSON line, every text in it scrubbed."""
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -66,10 +67,17 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
-        return self.scrub(json.dumps(entry, default=str, ensure_ascii=False))
+        # Scrub the values, not the JSON text: a pattern must never eat an escape character.
+        clean = {key: self._clean(value) for key, value in entry.items()}
+        return json.dumps(clean, ensure_ascii=False)
+
+    def _clean(self, value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self.scrub(value if isinstance(value, str) else str(value))
 
     def scrub(self, line: str) -> str:
-        """Replace anything that looks like a credential with a marker."""
+        """Replace known secrets and anything shaped like a credential with a marker."""
         for secret in self.secrets:
             line = line.replace(secret, REDACTED)
         line = _ALWAYS_SCRUBBED[0].sub("Bearer " + REDACTED, line)
@@ -92,7 +100,7 @@ def app_secrets(app: Flask) -> list[str]:
     values = [app.config.get("SECRET_KEY") or ""]
     try:
         password = make_url(app.config.get("SQLALCHEMY_DATABASE_URI") or "").password
-    except Exception:  # noqa: BLE001 - an unparsable URL has no password to hide
+    except Exception:
         password = None
     if password:
         values.append(str(password))
@@ -100,7 +108,7 @@ def app_secrets(app: Flask) -> list[str]:
 
 
 def configure_logging(app: Flask) -> None:
-    """Send all logging to stderr as JSON at ``LOG_LEVEL`` (idempotent: several apps may call it)."""
+    """Send all logging to stderr as JSON at ``LOG_LEVEL`` (idempotent: apps may share one)."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, HANDLER_MARK, False)), None)
     if handler is None:

@@ -35,7 +35,8 @@ USER_NAME_MAX_LENGTH = 64
 
 # The document the full-text index is built from: title weighs most, then tags, notes, url words.
 # It is a SQL function created by migration 0002 (a generated column may only call IMMUTABLE
-# functions, and array_to_string is not marked so), called here by name so model and migration agree.
+# functions, and array_to_string is not marked so), called here by name so model and migration
+# agree.
 SEARCH_DOCUMENT_SQL = "bookmarks_search_document(title, tags, notes, url)"
 # The name of the unique index that keeps one bookmark per url and user; repository.py maps a
 # violation of it to 409 Conflict.
@@ -51,9 +52,7 @@ class User(db.Model):
     name: Mapped[str] = mapped_column(String(USER_NAME_MAX_LENGTH), unique=True)
     # Bumped in the same transaction as every write to this user's bookmarks.
     data_version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -76,9 +75,7 @@ class ApiToken(db.Model):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The first characters of the token, enough for an operator to tell tokens apart when revoking.
     prefix: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     user: Mapped[User] = relationship(back_populates="tokens")
@@ -101,7 +98,7 @@ class Bookmark(db.Model):
             f"coalesce(array_length(tags, 1), 0) <= {TAGS_MAX_COUNT}", name="tags_count"
         ),
     )
-    # Fetch server-side defaults (created_at, updated_at) with RETURNING in the INSERT/UPDATE itself.
+    # Fetch server-side defaults (created_at, updated_at) by RETURNING in the INSERT/UPDATE itself.
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 (SQLAlchemy reads a plain dict)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -110,9 +107,7 @@ class Bookmark(db.Model):
     title: Mapped[str] = mapped_column(Text, server_default=text("''"))
     notes: Mapped[str] = mapped_column(Text, server_default=text("''"))
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

@@ -98,7 +98,7 @@ class UserRepository:
         return IssuedToken(user_id=user.id, token=token, prefix=prefix)
 
     def revoke_tokens(self, user: User, prefix: str | None = None) -> int:
-        """Revoke the user's active tokens (or only the one whose prefix matches); return how many."""
+        """Revoke the user's active tokens (or the one with ``prefix``); return how many."""
         statement = (
             update(ApiToken)
             .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))

@@ -23,23 +23,66 @@ from bookmarks.models import (
 
 MAX_PAGE = 1_000_000
 QUERY_MAX_LENGTH = 200
-TAG_PATTERN = r"^[^\s,\x00]+$"
+# Explicit ranges, not \s or \w: those mean different things to Python and to the JavaScript-style
+# regular expressions of JSON Schema, and the document must mean what the server does.
+# A tag: no ASCII/C1 control characters, no space, no comma.
+TAG_PATTERN = r"^[^\x00-\x20\x7f-\x9f,]+$"
 
 
-def no_nul(value: str) -> None:
-    """PostgreSQL text cannot hold NUL; refusing it here turns a driver error into a 422."""
-    if "\x00" in value:
-        raise ma.ValidationError("must not contain NUL characters")
+# PostgreSQL text cannot hold NUL; refusing it here turns a driver error into a 422. A Regexp (not
+# a custom function) so the rule is published as a `pattern` in the OpenAPI document too.
+no_nul = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
 
 
-def _url_field(*, required: bool) -> fields.Url:
-    return fields.Url(
+# What a bookmark url may be, as one regular expression so the OpenAPI document publishes exactly
+# the rule the server enforces: http or https, an ASCII host name (punycode for IDN) or an IP
+# literal, an optional port, then any path, query and fragment without spaces or control
+# characters. No user:password@ part: credentials do not belong in a bookmark.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+URL_PATTERN = (
+    rf"^https?://(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?"
+    r"(?:[/?#][^\x00-\x20\x7f-\x9f]*)?$"
+)
+
+
+def _url_field(*, required: bool) -> fields.String:
+    return fields.String(
         required=required,
-        schemes={"http", "https"},
-        require_tld=False,
-        validate=[validate.Length(max=URL_MAX_LENGTH), no_nul],
-        metadata={"example": "https://flask.palletsprojects.com/", "maxLength": URL_MAX_LENGTH},
+        validate=[
+            validate.Length(min=1, max=URL_MAX_LENGTH),
+            validate.Regexp(URL_PATTERN, error="Not a valid URL: give an absolute http(s) url."),
+        ],
+        metadata={"example": "https://flask.palletsprojects.com/"},
     )
+
+
+def _lone_surrogates(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, list | tuple):
+        return any(_lone_surrogates(item) for item in value)
+    return False
+
+
+class InputSchema(ma.Schema):
+    r"""Base of request schemas: refuses text that is not valid Unicode.
+
+    JSON may carry a lone UTF-16 surrogate (``"\ud800"``); Python keeps it, and the database
+    driver would fail to encode it, turning bad input into a 500. JSON Schema cannot express the
+    rule, so it is enforced here for every field.
+    """
+
+    @ma.pre_load
+    def _refuse_lone_surrogates(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict):
+            bad = {
+                key: ["must be valid Unicode text"]
+                for key, v in data.items()
+                if _lone_surrogates(v)
+            }
+            if bad:
+                raise ma.ValidationError(bad)
+        return data
 
 
 def _tags_field(**kwargs: Any) -> fields.List:
@@ -59,25 +102,22 @@ def normalize_tags(tags: list[str]) -> list[str]:
     return list(dict.fromkeys(tag.lower() for tag in tags))
 
 
-class BookmarkInSchema(ma.Schema):
+class BookmarkInSchema(InputSchema):
     """Create (POST) or replace (PUT): ``url`` is required, omitted fields become empty."""
 
     url = _url_field(required=True)
-    title = fields.String(
-        load_default="", validate=[validate.Length(max=TITLE_MAX_LENGTH), no_nul]
-    )
-    notes = fields.String(
-        load_default="", validate=[validate.Length(max=NOTES_MAX_LENGTH), no_nul]
-    )
+    title = fields.String(load_default="", validate=[validate.Length(max=TITLE_MAX_LENGTH), no_nul])
+    notes = fields.String(load_default="", validate=[validate.Length(max=NOTES_MAX_LENGTH), no_nul])
     tags = _tags_field(load_default=list)
 
     @ma.post_load
     def _normalize(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["url"] = data["url"].strip()  # "$" admits one trailing newline
         data["tags"] = normalize_tags(data["tags"])
         return data
 
 
-class BookmarkPatchSchema(ma.Schema):
+class BookmarkPatchSchema(InputSchema):
     """Partial update (PATCH): any subset of the fields, at least one."""
 
     url = _url_field(required=False)
@@ -92,6 +132,8 @@ class BookmarkPatchSchema(ma.Schema):
 
     @ma.post_load
     def _normalize(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if "url" in data:
+            data["url"] = data["url"].strip()  # "$" admits one trailing newline
         if "tags" in data:
             data["tags"] = normalize_tags(data["tags"])
         return data
@@ -114,7 +156,7 @@ class BookmarkSchema(ma.Schema):
     )
 
 
-class ListArgsSchema(ma.Schema):
+class ListArgsSchema(InputSchema):
     """Query parameters of ``GET /api/bookmarks``."""
 
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))

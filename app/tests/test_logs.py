@@ -1,0 +1,112 @@
+"""JSON logs: one line per request with its id; tokens and secrets never reach a line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from bookmarks.auth import generate_token
+from bookmarks.logs import REDACTED, JsonFormatter
+
+Lines = Callable[[], list[dict[str, Any]]]
+
+
+def access_lines(lines: Lines) -> list[dict[str, Any]]:
+    return [line for line in lines() if line["logger"] == "bookmarks.access"]
+
+
+def test_one_json_line_per_request_with_its_fields(
+    client: FlaskClient, auth: dict[str, str], log_lines: Lines
+) -> None:
+    response = client.get("/api/bookmarks?q=secret-search-terms", headers=auth)
+    (line,) = access_lines(log_lines)
+    assert line["message"] == "request"
+    assert line["level"] == "INFO"
+    assert line["method"] == "GET"
+    assert line["path"] == "/api/bookmarks"
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], float)
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert line["user_id"] == 1
+    assert line["remote_addr"] == "127.0.0.1"
+    assert line["ts"].endswith("+00:00")
+    assert "secret-search-terms" not in json.dumps(line), "query strings are not logged"
+
+
+def test_failed_requests_are_logged_too(client: FlaskClient, log_lines: Lines) -> None:
+    client.get("/api/bookmarks")
+    client.post("/health")
+    assert [(line["status"], line["user_id"]) for line in access_lines(log_lines)] == [
+        (401, None),
+        (405, None),
+    ]
+
+
+def test_tokens_never_reach_the_log(
+    app: Flask, client: FlaskClient, token: str, log_lines: Lines
+) -> None:
+    wrong = generate_token()
+    client.get("/api/bookmarks", headers={"Authorization": f"Bearer {token}"})
+    client.get("/api/bookmarks", headers={"Authorization": f"Bearer {wrong}"})
+    client.get(f"/api/bookmarks?token={token}")
+    client.get(f"/no/such/{token}")
+    with app.test_request_context():
+        app.logger.warning("careless: %s and Authorization: Bearer %s", token, wrong)
+        try:
+            raise ValueError(f"header was Bearer {token}")
+        except ValueError:
+            app.logger.exception("failed")
+    text = "\n".join(json.dumps(line) for line in log_lines())
+    assert token not in text
+    assert wrong not in text
+    assert REDACTED in text
+
+
+def test_secret_key_and_database_password_never_reach_the_log(
+    app_factory: Callable[..., Flask], log_lines: Lines
+) -> None:
+    secret = "a-very-long-secret-key-value-for-this-test-only"
+    app = app_factory(SECRET_KEY=secret)
+    with app.test_request_context():
+        app.logger.error("config dump: %s", dict(app.config))
+    text = "\n".join(json.dumps(line) for line in log_lines())
+    assert secret not in text
+    assert "config dump" in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["password=hunter2hunter2", "postgresql://u:pw@h/db?secret=abc", "token=bm_12345678"],
+)
+def test_credential_shaped_text_is_scrubbed(text: str) -> None:
+    record = logging.makeLogRecord({"msg": text, "levelname": "INFO", "name": "x"})
+    line = JsonFormatter().format(record)
+    assert REDACTED in line
+    assert "hunter2" not in line
+    assert "abc" not in line.split("secret=")[-1]
+
+
+def test_extra_fields_and_exceptions_are_included() -> None:
+    try:
+        raise KeyError("boom")
+    except KeyError:
+        import sys
+
+        record = logging.makeLogRecord(
+            {
+                "msg": "m",
+                "levelname": "ERROR",
+                "name": "x",
+                "exc_info": sys.exc_info(),
+                "answer": 42,
+            }
+        )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["answer"] == 42
+    assert "KeyError" in line["exc_info"]

@@ -1,0 +1,203 @@
+"""BookmarkService: a configured cache that stays coherent across app instances (workers, hosts).
+
+Two ``create_app()`` objects stand for two gunicorn workers or two hosts: separate processes share
+nothing but the database, and separate apps here share nothing but the database either.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, text
+
+from bookmarks import create_app
+from bookmarks.api import SERVICE_KEY
+from bookmarks.config import ProductionConfig
+from bookmarks.extensions import db
+from bookmarks.metrics import CACHE_REQUESTS
+from bookmarks.models import User
+from bookmarks.service import BookmarkService, VersionedCache
+
+Create = Callable[..., dict[str, Any]]
+
+
+def cache_of(app: Flask) -> VersionedCache:
+    return app.extensions[SERVICE_KEY].cache
+
+
+def hits() -> float:
+    return CACHE_REQUESTS.labels(result="hit")._value.get()
+
+
+@pytest.fixture
+def other(app_factory: Callable[..., Flask]) -> FlaskClient:
+    """A client of a second app instance: its own cache, the same database."""
+    return app_factory().test_client()
+
+
+def test_production_service_uses_the_configured_cache_not_256(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SECRET_KEY", "n8Zq4vW1xLr7Tk2Pj9Hc5Bm3Yf6Ds0Ga-Ue_Qw")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@127.0.0.1/db")
+    cache = cache_of(create_app(ProductionConfig))
+    assert (cache.maxsize, cache.ttl) == (4096, 600)
+
+
+def test_testing_service_uses_development_numbers(app: Flask) -> None:
+    assert (cache_of(app).maxsize, cache_of(app).ttl) == (128, 30)
+
+
+def test_non_lru_eviction_is_refused(app: Flask) -> None:
+    with pytest.raises(ValueError, match="only 'lru'"):
+        BookmarkService(db.session, {"ttl_seconds": 1, "max_entries": 1, "eviction": "fifo"})
+    del app
+
+
+def test_repeated_reads_are_served_from_the_cache(
+    app: Flask, client: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
+    bookmark = create()
+    before = hits()
+    for _ in range(3):
+        assert client.get(f"/api/bookmarks/{bookmark['id']}", headers=auth).status_code == 200
+    assert hits() - before == 2
+    # Proof the second and third reads did not query: a change that bypasses the service (and so
+    # does not bump data_version) is invisible to this app until the next real write.
+    with app.app_context():
+        db.session.execute(text("UPDATE bookmarks SET title = 'sneaky'"))
+        db.session.commit()
+    assert client.get(f"/api/bookmarks/{bookmark['id']}", headers=auth).json["title"] == ""
+
+
+def test_get_is_coherent_across_instances(
+    client: FlaskClient, other: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
+    bookmark = create(title="v1")
+    path = f"/api/bookmarks/{bookmark['id']}"
+    assert other.get(path, headers=auth).json["title"] == "v1"  # cached in the other instance
+    assert other.get(path, headers=auth).json["title"] == "v1"
+    assert client.patch(path, json={"title": "v2"}, headers=auth).status_code == 200
+    assert other.get(path, headers=auth).json["title"] == "v2"
+    assert client.put(path, json={"url": "https://v3.example/"}, headers=auth).status_code == 200
+    assert other.get(path, headers=auth).json["url"] == "https://v3.example/"
+    assert client.delete(path, headers=auth).status_code == 204
+    assert other.get(path, headers=auth).status_code == 404
+
+
+def test_list_is_coherent_across_instances(
+    client: FlaskClient, other: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
+    create("https://1.example/")
+    assert other.get("/api/bookmarks", headers=auth).json["total"] == 1
+    create("https://2.example/")
+    assert other.get("/api/bookmarks", headers=auth).json["total"] == 2
+
+
+def test_search_is_coherent_across_instances(
+    client: FlaskClient, other: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
+    bookmark = create(title="coherent caches")
+    assert other.get("/api/bookmarks?q=coherent", headers=auth).json["total"] == 1
+    client.patch(f"/api/bookmarks/{bookmark['id']}", json={"title": "stale"}, headers=auth)
+    assert other.get("/api/bookmarks?q=coherent", headers=auth).json["total"] == 0
+    assert other.get("/api/bookmarks?q=stale", headers=auth).json["total"] == 1
+
+
+def test_missing_is_not_remembered_after_a_create_elsewhere(
+    client: FlaskClient, other: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
+    assert other.get("/api/bookmarks/1", headers=auth).status_code == 404
+    create()
+    assert other.get("/api/bookmarks/1", headers=auth).status_code == 200
+
+
+def test_writes_by_one_user_keep_other_users_cache(
+    app: Flask,
+    client: FlaskClient,
+    auth: dict[str, str],
+    create: Create,
+    make_user: Callable[[str], str],
+) -> None:
+    bob = {"Authorization": f"Bearer {make_user('bob')}"}
+    client.post("/api/bookmarks", json={"url": "https://bob.example/"}, headers=bob)
+    client.get("/api/bookmarks", headers=bob)
+    before = hits()
+    create("https://alice.example/")
+    client.get("/api/bookmarks", headers=bob)
+    assert hits() - before == 1
+
+
+def test_each_write_bumps_the_version_once_and_a_failed_write_not_at_all(
+    app: Flask, client: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
+    def version() -> int:
+        with app.app_context():
+            return db.session.execute(
+                select(User.data_version).where(User.name == "alice")
+            ).scalar_one()
+
+    start = version()
+    bookmark = create("https://a.example/")
+    client.patch(f"/api/bookmarks/{bookmark['id']}", json={"notes": "x"}, headers=auth)
+    assert version() == start + 2
+    assert (
+        client.post("/api/bookmarks", json={"url": "https://a.example/"}, headers=auth).status_code
+        == 409
+    )
+    assert client.delete("/api/bookmarks/999", headers=auth).status_code == 404
+    assert version() == start + 2
+
+
+def test_concurrent_writers_serialise_and_every_write_lands(
+    app_factory: Callable[..., Flask], auth: dict[str, str], client: FlaskClient
+) -> None:
+    apps = [app_factory() for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            writer = apps[n % len(apps)].test_client()
+            for i in range(5):
+                response = writer.post(
+                    "/api/bookmarks", json={"url": f"https://{n}-{i}.example/"}, headers=auth
+                )
+                assert response.status_code == 201
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert client.get("/api/bookmarks", headers=auth).json["total"] == 20
+    for made in apps:
+        assert made.test_client().get("/api/bookmarks", headers=auth).json["total"] == 20
+
+
+def test_cache_is_thread_safe_under_concurrent_loads() -> None:
+    cache = VersionedCache({"ttl_seconds": 60, "max_entries": 16, "eviction": "lru"})
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(2000):
+                key = (n, i % 40)
+                assert cache.get_or_load(key, lambda key=key: key) == key
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(cache) <= 16
