@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import bookmarks.gunicorn_conf
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+PID_FILE = re.compile(r"_(\d+)\.db$")
 
 
 def load_conf(monkeypatch: pytest.MonkeyPatch, **env: str):
@@ -113,7 +114,12 @@ def test_metrics_add_up_across_worker_processes(served: tuple[str, Path]) -> Non
     assert "stale file" not in "".join(
         p.read_bytes().decode(errors="replace") for p in metrics_dir.iterdir()
     ), "on_starting must clear the previous run's files"
-    pids = {m.group(1) for p in metrics_dir.iterdir() if (m := re.search(r"_(\d+)\.db$", p.name))}
+    # Every worker writes its own sample files from boot (build info); the second may boot later.
+    for _ in range(100):
+        pids = {m.group(1) for p in metrics_dir.iterdir() if (m := PID_FILE.search(p.name))}
+        if len(pids) >= 2:
+            break
+        time.sleep(0.1)
     assert len(pids) >= 2, "each worker writes its own sample files"
 
     text = get(f"{base}/metrics")
