@@ -30,6 +30,21 @@ schemathesis.openapi.format(
 )
 
 
+
+@schemathesis.hook
+def filter_query(context: Any, query: dict[str, Any] | None) -> bool:
+    """Skip generated queries that cannot survive URL encoding.
+
+    A query string has no empty names, objects or empty lists: requests drops them, so such a
+    "schema-violating" query reaches the server valid and its acceptance is no finding.
+    """
+    del context
+    return not query or all(
+        key != "" and not isinstance(value, dict) and value not in (None, [])
+        for key, value in query.items()
+    )
+
+
 def test_document_is_served_and_describes_the_api(client: FlaskClient) -> None:
     response = client.get("/api/openapi.json")
     assert response.status_code == 200
