@@ -30,7 +30,6 @@ schemathesis.openapi.format(
 )
 
 
-
 @schemathesis.hook
 def filter_query(context: Any, query: dict[str, Any] | None) -> bool:
     """Skip generated queries that cannot survive URL encoding.
