@@ -68,12 +68,19 @@ def non_loopback_address(host):
 
 def _all_hosts(config):
     option = config.option
+    # Like testinfra's own parametrization: no --hosts means every host of the inventory.
     return testinfra.get_hosts(
-        option.hosts.split(","),
+        option.hosts.split(",") if option.hosts else [None],
         connection=option.connection,
         ansible_inventory=option.ansible_inventory,
         force_ansible=getattr(option, "force_ansible", False),
     )
+
+
+@pytest.fixture(scope="session")
+def all_hosts(request):
+    """Every target, for tests that act on all of them at once."""
+    return _all_hosts(request.config)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -23,9 +23,9 @@ def test_served_certificate_is_certbots_not_the_bootstrap_one(host):
         S_CLIENT.format(name=DOMAIN, options="") + " 2>/dev/null | openssl x509 -noout -issuer"
     )
     assert "Pebble Intermediate CA" in served.stdout, served.stdout
-    link = host.file("/etc/ssl/bookmarks/fullchain.pem")
-    assert link.is_symlink
-    assert link.linked_to == "/etc/letsencrypt/live/bookmarks/fullchain.pem"
+    for name in ("fullchain", "privkey"):
+        target = host.run("readlink /etc/ssl/bookmarks/%s.pem", name).stdout.strip()
+        assert target == f"/etc/letsencrypt/live/bookmarks/{name}.pem"
 
 
 def test_certificate_is_not_trusted_without_pebbles_root(host):
