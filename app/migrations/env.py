@@ -32,7 +32,10 @@ def run_migrations_online() -> None:
 
     conf_args = dict(current_app.extensions["migrate"].configure_args)
     conf_args.setdefault("process_revision_directives", skip_empty_autogenerate)
-    with target_db.engine.connect() as connection:
+    # The app's engine autocommits (cheap reads); a migration must be one transaction.
+    with target_db.engine.connect().execution_options(
+        isolation_level="READ COMMITTED"
+    ) as connection:
         context.configure(connection=connection, target_metadata=target_db.metadata, **conf_args)
         with context.begin_transaction():
             context.run_migrations()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from bookmarks.extensions import db
 from bookmarks.repository import UserRepository
@@ -43,6 +44,15 @@ def test_ready_when_the_database_answers(client: FlaskClient) -> None:
     response = client.get("/health/ready")
     assert response.status_code == 200
     assert response.json == {"status": "ready", "checks": {"database": "ok"}}
+
+
+def test_readiness_timeout_does_not_leak_into_pooled_connections(
+    app: Flask, client: FlaskClient
+) -> None:
+    assert client.get("/health/ready").status_code == 200
+    with app.app_context():
+        timeout = db.session.execute(text("SHOW statement_timeout")).scalar()
+    assert timeout == "5s"
 
 
 def test_not_ready_when_the_database_is_unreachable(unreachable: FlaskClient) -> None:

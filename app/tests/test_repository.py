@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from bookmarks.errors import ConflictError
 from bookmarks.extensions import db
-from bookmarks.repository import MAX_ID, BookmarkRepository, UserRepository
+from bookmarks.repository import MAX_ID, BookmarkRepository, UserRepository, transaction
 
 
 @pytest.fixture
@@ -70,3 +70,20 @@ def test_only_editable_fields_are_written(session: Session) -> None:
     user = users.create("gina")
     with pytest.raises(ValueError, match="not editable: user_id"):
         repo.add(user.id, {"url": "https://x.example/", "user_id": 99})
+
+
+def test_transaction_commits_atomically_and_gives_back_an_autocommit_connection(
+    app: Flask,
+) -> None:
+    def create_user_with_a_duplicate() -> None:
+        with transaction(db.session) as session:
+            user = UserRepository(session).create("ivan")
+            BookmarkRepository(session).add(user.id, {"url": "https://x.example/"})
+            BookmarkRepository(session).add(user.id, {"url": "https://x.example/"})
+
+    with app.app_context():
+        with pytest.raises(ConflictError):
+            create_user_with_a_duplicate()
+        assert UserRepository(db.session).get_by_name("ivan") is None, "rolled back as one"
+        raw = db.session.connection().connection.dbapi_connection
+        assert raw.autocommit is True, "the pool restores autocommit after a write"

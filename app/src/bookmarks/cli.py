@@ -24,7 +24,7 @@ from bookmarks.config import (
 )
 from bookmarks.extensions import db
 from bookmarks.models import USER_NAME_MAX_LENGTH
-from bookmarks.repository import UserRepository
+from bookmarks.repository import UserRepository, transaction
 
 USER_NAME = re.compile(rf"[a-z0-9][a-z0-9_.-]{{0,{USER_NAME_MAX_LENGTH - 1}}}")
 
@@ -46,17 +46,20 @@ def _say(message: str) -> None:
 
 
 def _create_user(name: str, *, existing_ok: bool) -> None:
-    repo = UserRepository(db.session)
-    user = repo.get_by_name(_checked_name(name))
-    if user is None:
-        user = repo.create(name)
-        _say(f"created user {name!r}")
-    elif not existing_ok:
-        raise click.ClickException(f"user {name!r} exists; issue another token with: users token")
-    else:
-        _say(f"user {name!r} exists; issued an additional token")
-    issued = repo.issue_token(user)
-    db.session.commit()
+    _checked_name(name)
+    with transaction(db.session) as session:
+        repo = UserRepository(session)
+        user = repo.get_by_name(name)
+        if user is None:
+            user = repo.create(name)
+            _say(f"created user {name!r}")
+        elif not existing_ok:
+            raise click.ClickException(
+                f"user {name!r} exists; issue another token with: users token"
+            )
+        else:
+            _say(f"user {name!r} exists; issued an additional token")
+        issued = repo.issue_token(user)
     _say(f"token {issued.prefix}... (shown once; only its hash is stored)")
     click.echo(issued.token)
 
@@ -88,12 +91,12 @@ def create_user(name: str) -> None:
 @click.argument("name")
 def users_token(name: str) -> None:
     """Issue another token for existing user NAME (stdout: the token alone)."""
-    repo = UserRepository(db.session)
-    user = repo.get_by_name(name)
-    if user is None:
-        raise click.ClickException(f"no user {name!r}")
-    issued = repo.issue_token(user)
-    db.session.commit()
+    with transaction(db.session) as session:
+        repo = UserRepository(session)
+        user = repo.get_by_name(name)
+        if user is None:
+            raise click.ClickException(f"no user {name!r}")
+        issued = repo.issue_token(user)
     _say(f"token {issued.prefix}... (shown once; only its hash is stored)")
     click.echo(issued.token)
 
@@ -103,12 +106,12 @@ def users_token(name: str) -> None:
 @click.option("--prefix", help="Revoke only the token starting with this (as `users list` shows).")
 def users_revoke(name: str, prefix: str | None) -> None:
     """Revoke all of NAME's tokens (or one, by --prefix); effective on the next request."""
-    repo = UserRepository(db.session)
-    user = repo.get_by_name(name)
-    if user is None:
-        raise click.ClickException(f"no user {name!r}")
-    count = repo.revoke_tokens(user, prefix)
-    db.session.commit()
+    with transaction(db.session) as session:
+        repo = UserRepository(session)
+        user = repo.get_by_name(name)
+        if user is None:
+            raise click.ClickException(f"no user {name!r}")
+        count = repo.revoke_tokens(user, prefix)
     _say(f"revoked {count} token(s) of {name!r}")
     if prefix and count == 0:
         raise click.ClickException(f"no active token of {name!r} starts with {prefix!r}")

@@ -237,8 +237,14 @@ class BaseConfig:
         ``pool_pre_ping`` turns a connection killed by a database restart into a reconnect, not a
         500; ``pool_recycle`` stays under typical firewall idle timeouts; ``connect_timeout`` and
         ``statement_timeout`` bound how long a sick database can hold a worker thread.
+
+        Connections are in autocommit mode: a read request runs one or two single statements, and
+        wrapping them in a transaction costs a BEGIN and a ROLLBACK round trip each time (half of a
+        cached read's database time, measured). Writes open an explicit READ COMMITTED transaction
+        (``repository.transaction``), so a change and its ``data_version`` bump stay atomic.
         """
         return {
+            "isolation_level": "AUTOCOMMIT",
             "pool_pre_ping": True,
             "pool_size": self.DB_POOL_SIZE,
             "max_overflow": self.DB_MAX_OVERFLOW,

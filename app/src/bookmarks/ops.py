@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from bookmarks import metrics
 from bookmarks.extensions import db, migrate
@@ -25,6 +27,24 @@ STARTED_KEY = "bookmarks.started"
 HEAD_KEY = "bookmarks.migration_head"
 
 
+@contextmanager
+def _timed_connection(engine: Engine, timeout_ms: int) -> Iterator[Connection]:
+    """A connection in a transaction whose statements time out after ``timeout_ms``.
+
+    A transaction, although the pool's connections autocommit, so that the timeout set with
+    ``set_config(..., true)`` lasts for the check and never leaks into the pooled connection.
+    """
+    with (
+        engine.connect().execution_options(isolation_level="READ COMMITTED") as connection,
+        connection.begin(),
+    ):
+        connection.execute(
+            text("SELECT set_config('statement_timeout', :timeout, true)"),
+            {"timeout": str(timeout_ms)},
+        )
+        yield connection
+
+
 def check_database(engine: Engine, timeout_ms: int) -> str | None:
     """Run ``SELECT 1`` under a statement timeout; return why it failed, or ``None``.
 
@@ -32,11 +52,7 @@ def check_database(engine: Engine, timeout_ms: int) -> str | None:
     the readiness answer is visible to whoever can reach it. The full error goes to the log.
     """
     try:
-        with engine.connect() as connection:
-            connection.execute(
-                text("SELECT set_config('statement_timeout', :timeout, true)"),
-                {"timeout": str(timeout_ms)},
-            )
+        with _timed_connection(engine, timeout_ms) as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:
         current_app.logger.warning("readiness check failed: %s", error)
@@ -47,11 +63,7 @@ def check_database(engine: Engine, timeout_ms: int) -> str | None:
 def database_revision(engine: Engine, timeout_ms: int) -> str | None:
     """The Alembic revision the database is at (``None`` when unknown or unreachable)."""
     try:
-        with engine.connect() as connection:
-            connection.execute(
-                text("SELECT set_config('statement_timeout', :timeout, true)"),
-                {"timeout": str(timeout_ms)},
-            )
+        with _timed_connection(engine, timeout_ms) as connection:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except Exception:
         return None

@@ -1,13 +1,15 @@
 """Data access: every SQL statement the service runs, scoped to one user.
 
 Each query takes ``user_id`` and filters on it, so per-user isolation is not something a caller can
-forget. Transactions belong to the caller (``service.py`` and ``cli.py``): the repository flushes
-but never commits, which lets a data change and its ``data_version`` bump commit together.
+forget. Transactions belong to the caller (``service.py`` and ``cli.py``, through ``transaction``):
+the repository flushes but never commits, which lets a data change and its ``data_version`` bump
+commit together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,27 @@ class IssuedToken:
     user_id: int
     token: str
     prefix: str
+
+
+@contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """Run the block in one READ COMMITTED transaction: commit on success, roll back on error.
+
+    The engine runs in autocommit mode for cheap reads (see ``BaseConfig.engine_options``), so a
+    write must ask for a transaction explicitly. The session first gives back the autocommit
+    connection it may hold (no round trip), then checks one out with the isolation level set for
+    this transaction only; the pool restores autocommit when it comes back.
+    """
+    session.close()
+    session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def _is_unique_url_violation(error: IntegrityError) -> bool:

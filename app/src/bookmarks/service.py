@@ -30,7 +30,8 @@ objects, so a cached value cannot be changed by, or keep alive, a database sessi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -43,7 +44,7 @@ from bookmarks.config import CacheConfig
 from bookmarks.errors import NotFoundError
 from bookmarks.metrics import CACHE_REQUESTS
 from bookmarks.models import Bookmark
-from bookmarks.repository import BookmarkRepository, UserRepository
+from bookmarks.repository import BookmarkRepository, UserRepository, transaction
 from bookmarks.search import SearchIndex
 
 T = TypeVar("T")
@@ -209,28 +210,14 @@ class BookmarkService:
                 raise NotFoundError("bookmark not found")
             self._repo.delete(bookmark)
 
-    def _write(self, principal: Principal) -> _WriteTransaction:
-        return _WriteTransaction(self._session, self._users, principal.user_id)
+    @contextmanager
+    def _write(self, principal: Principal) -> Iterator[None]:
+        """One transaction: bump the caller's version, run the change, commit both or neither."""
+        with transaction(self._session):
+            # First statement of the write: the row lock orders concurrent writes of this user.
+            self._users.bump_version(principal.user_id)
+            yield
 
     @staticmethod
     def _key(principal: Principal, *parts: Hashable) -> tuple[Hashable, ...]:
         return (principal.user_id, principal.data_version, *parts)
-
-
-class _WriteTransaction:
-    """Bump the user's version, run the change, commit both, or roll both back."""
-
-    def __init__(self, session: Session, users: UserRepository, user_id: int) -> None:
-        self._session = session
-        self._users = users
-        self._user_id = user_id
-
-    def __enter__(self) -> None:
-        # First statement of the write: the row lock orders concurrent writes of this user.
-        self._users.bump_version(self._user_id)
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is None:
-            self._session.commit()
-        else:
-            self._session.rollback()
