@@ -148,6 +148,83 @@ def test_replaced_database_is_kept_for_rollback(host, round_trip):
     assert tables == "0"
 
 
+# A stand-in for the app: restore.yml stops `<app>.service` on the web hosts around a restore.
+FAKE_APP_UNIT = (
+    "[Unit]\nDescription=Stand-in for the app (molecule)\n[Service]\nExecStart=sleep infinity\n"
+)
+APP_PID = "systemctl show --property=MainPID --value bookmarks.service"
+
+
+@pytest.fixture(scope="module")
+def failed_restore(db_hosts, round_trip):
+    """Restore a dump that fails half-way, with a stand-in app running on the db hosts."""
+    poisoned = f"{APP_DB}-19990101T000000Z.pgc"
+    state: dict = {"fingerprint": {}, "pid_before": {}}
+    for name, host in db_hosts.items():
+        # A dump that pg_restore lists fine but cannot restore: an owner role that is gone.
+        sql(
+            host,
+            "CREATE ROLE ghost NOLOGIN; CREATE TABLE ghost_table (id int); "
+            "ALTER TABLE ghost_table OWNER TO ghost",
+        )
+        host.check_output(
+            "runuser -u postgres -- pg_dump --format=custom --file=%s/%s %s",
+            BACKUP_DIR,
+            poisoned,
+            APP_DB,
+        )
+        sql(host, "DROP TABLE ghost_table; DROP ROLE ghost")
+        state["fingerprint"][name] = sql(host, FINGERPRINT)
+        host.check_output(
+            "printf %s > /etc/systemd/system/bookmarks.service && systemctl daemon-reload "
+            "&& systemctl start bookmarks.service",
+            FAKE_APP_UNIT,
+        )
+        state["pid_before"][name] = host.check_output(APP_PID)
+    try:
+        state["run"] = run_playbook(
+            RESTORE_PLAYBOOK,
+            extra_vars={
+                "restore_confirm": "yes",
+                "restore_file": poisoned,
+                "restore_web_group": "db",
+            },
+        )
+        state["app_active"] = {
+            name: host.run("systemctl is-active bookmarks.service").stdout.strip()
+            for name, host in db_hosts.items()
+        }
+        state["pid_after"] = {name: host.check_output(APP_PID) for name, host in db_hosts.items()}
+        state["after"] = {name: sql(host, FINGERPRINT) for name, host in db_hosts.items()}
+    finally:
+        for host in db_hosts.values():
+            host.run(
+                "systemctl stop bookmarks.service; rm -f /etc/systemd/system/bookmarks.service "
+                "%s/%s; systemctl daemon-reload",
+                BACKUP_DIR,
+                poisoned,
+            )
+    return state
+
+
+def test_failed_restore_reports_failure(failed_restore):
+    run = failed_restore["run"]
+    assert run.returncode != 0
+    assert "ghost" in run.stdout + run.stderr
+
+
+def test_failed_restore_restarts_the_app_it_stopped(host, failed_restore):
+    name = host.backend.get_hostname()
+    assert failed_restore["app_active"][name] == "active"
+    # A new main PID: the app was stopped for the restore and started again after the failure.
+    assert failed_restore["pid_after"][name] != failed_restore["pid_before"][name]
+
+
+def test_failed_restore_leaves_the_database_untouched(host, failed_restore):
+    name = host.backend.get_hostname()
+    assert failed_restore["after"][name] == failed_restore["fingerprint"][name]
+
+
 def test_retention_keeps_the_newest_dumps_and_none_too_old(host):
     keep_count = ROLE_DEFAULTS["postgresql_backup_keep_count"]
     keep_days = ROLE_DEFAULTS["postgresql_backup_keep_days"]
