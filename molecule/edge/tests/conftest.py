@@ -97,6 +97,9 @@ def _testssl_in_background(request):
                 "0",
                 "--warnings",
                 "off",
+                # Names come from /etc/hosts; no lookup leaves the container.
+                "--nodns",
+                "none",
                 "--add-ca",
                 PEBBLE_ROOT,
                 "--jsonfile",

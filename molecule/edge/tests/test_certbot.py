@@ -55,13 +55,15 @@ def renewal_server(host):
 def test_renew_dry_run_succeeds_and_names_our_hook(host):
     env = renewal_environment(host)
     server = renewal_server(host)
+    host.run("rm -rf /var/tmp/edge-dry-run-logs")
     cmd = host.run(
-        f"env {env} certbot renew --dry-run --server {server} --no-random-sleep-on-renew 2>&1"
+        f"env {env} certbot renew --dry-run --server {server} --no-random-sleep-on-renew"
+        " --logs-dir /var/tmp/edge-dry-run-logs 2>&1"
     )
     assert cmd.rc == 0, cmd.stdout
     assert "all simulated renewals succeeded" in cmd.stdout.lower()
-    # Certbot logs the hooks a real renewal would run in its per-run debug log.
-    log = host.file("/var/log/letsencrypt/letsencrypt.log").content_string
+    # Certbot logs the hooks a real renewal would run in this run's debug log.
+    log = host.file("/var/tmp/edge-dry-run-logs/letsencrypt.log").content_string
     hooks = re.findall(r"Dry run: skipping deploy hook command: (\S+)", log)
     assert hooks == [HOOK]
 
