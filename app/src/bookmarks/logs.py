@@ -128,6 +128,8 @@ def configure_logging(app: Flask) -> None:
 
 
 def _log_request(response: Response) -> Response:
+    if not access_log.isEnabledFor(logging.INFO):
+        return response
     started = g.get("request_started")
     duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
     principal = g.get("principal")

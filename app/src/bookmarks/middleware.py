@@ -26,6 +26,8 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "interest-cohort=()",
 }
 
+_SECURITY_HEADER_ITEMS = tuple(SECURITY_HEADERS.items())
+
 
 def _start_request() -> None:
     g.request_started = time.perf_counter()
@@ -37,8 +39,9 @@ def _finish_response(response: Response) -> Response:
     request_id = g.get("request_id")
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+    # Appended, not set: no view sets these, and Headers.setdefault scans the list for each one
+    # (measured at a third of a bare request's cost).
+    response.headers.extend(_SECURITY_HEADER_ITEMS)
     # Responses depend on the Authorization header: no shared cache may keep them.
     if request.path.startswith("/api/bookmarks"):
         response.headers["Cache-Control"] = "no-store"
