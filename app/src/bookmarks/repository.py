@@ -181,7 +181,9 @@ class BookmarkRepository:
             .scalars()
             .all()
         )
-        total = self._session.execute(select(func.count()).where(*where)).scalar_one()
+        total = self._session.execute(
+            select(func.count()).select_from(Bookmark).where(*where)
+        ).scalar_one()
         return list(rows), total
 
     def add(self, user_id: int, values: Mapping[str, Any]) -> Bookmark:

@@ -34,12 +34,19 @@ class SearchIndex:
         if tag:
             where.append(Bookmark.tags.contains([tag]))
         rank = cast(func.ts_rank_cd(Bookmark.search_vector, query, RANK_NORMALIZATION), Float)
+        # Ranking must visit every match anyway, so the total rides along as a window count
+        # instead of a second pass over the index.
         rows = self._session.execute(
-            select(Bookmark, rank.label("rank"))
+            select(Bookmark, rank.label("rank"), func.count().over().label("total"))
             .where(*where)
             .order_by(rank.desc(), Bookmark.updated_at.desc(), Bookmark.id.desc())
             .offset(offset)
             .limit(limit)
         ).all()
-        total = self._session.execute(select(func.count()).where(*where)).scalar_one()
+        if rows:
+            total = rows[0].total
+        else:  # past the last page (or no match): count without ranking
+            total = self._session.execute(
+                select(func.count()).select_from(Bookmark).where(*where)
+            ).scalar_one()
         return [(row.Bookmark, float(row.rank)) for row in rows], total
