@@ -92,7 +92,7 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        for _ in range(300):
             try:
                 get(f"{base}/health")
                 break
@@ -115,7 +115,7 @@ def test_metrics_add_up_across_worker_processes(served: tuple[str, Path]) -> Non
         p.read_bytes().decode(errors="replace") for p in metrics_dir.iterdir()
     ), "on_starting must clear the previous run's files"
     # Every worker writes its own sample files from boot (build info); the second may boot later.
-    for _ in range(100):
+    for _ in range(300):
         pids = {m.group(1) for p in metrics_dir.iterdir() if (m := PID_FILE.search(p.name))}
         if len(pids) >= 2:
             break
