@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -163,7 +164,8 @@ def seed(database_url: str, count: int) -> tuple[str, int]:
             """
             INSERT INTO bookmarks (user_id, url, title, notes, tags)
             SELECT u.id, 'https://example.org/' || n,
-                   w[1 + n %% cardinality(w)] || ' ' || w[1 + (n / 40) %% cardinality(w)] || ' note ' || n,
+                   w[1 + n %% cardinality(w)] || ' '
+                       || w[1 + (n / 40) %% cardinality(w)] || ' note ' || n,
                    'notes about ' || w[1 + (n / 7) %% cardinality(w)],
                    ARRAY[w[1 + n %% 13]]
             FROM users u, generate_series(1, %s) AS n, (SELECT %s::text[] AS w) AS words
@@ -264,6 +266,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             os.killpg(server.pid, signal.SIGTERM)
         for server in servers:
             server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
 
     def best(name: str) -> Result:
         return max((r for r in results if r.scenario == name), key=lambda r: r.rps)
