@@ -81,6 +81,9 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # Like the app's systemd socket (Backlog=2048): the default of 5 would refuse connections
+    # (EAGAIN on a unix socket) when fresh nginx workers all connect at once after a reload.
+    request_queue_size = 2048
 
 
 def main():

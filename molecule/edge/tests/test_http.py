@@ -114,10 +114,13 @@ def test_static_files_are_served_by_nginx_with_long_cache_headers(host):
 
 def test_bodies_over_the_limit_are_refused(host):
     host.run("head -c 1100000 /dev/zero > /var/tmp/edge-big-body")
-    status, _, _ = curl(
-        host, "/api/bookmarks", "-X", "POST", "--data-binary", "@/var/tmp/edge-big-body"
-    )
+    big = "@/var/tmp/edge-big-body"
+    status, headers, body = curl(host, "/api/bookmarks", "-X", "POST", "--data-binary", big)
     assert status == 413
+    # In the app's error shape, with the request id, so clients parse one kind of error.
+    error = json.loads(body)
+    assert error["code"] == 413
+    assert error["request_id"] == headers["x-request-id"][0]
     status, _, body = curl(host, "/api/bookmarks", "-X", "POST", "--data-binary", "small")
     assert status == 200
 
@@ -155,6 +158,9 @@ def test_writes_are_rate_limited(host):
     codes = _burst(host, "POST", 15)
     assert "429" in codes
     assert codes[0] == "200"
+    status, _, body = curl(host, "/api/bookmarks", "-X", "POST")
+    assert status == 429
+    assert json.loads(body)["status"] == "Too Many Requests"
 
 
 def test_reads_have_their_own_larger_limit(host):
