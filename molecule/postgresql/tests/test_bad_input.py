@@ -1,9 +1,12 @@
 """Bad input stops the role before anything changes, with a message naming the variable.
 
-The role runs against a bare inventory of the same hosts (no group_vars), so a missing password is
-really missing; every other case passes a stand-in password that never reaches the database
-because the play stops first.
+One converge runs against a bare inventory (no group_vars) in which every db host appears once per
+bad input, under an alias that carries that one bad value as a host variable. Each alias must fail
+on its own check and change nothing. A missing password is really missing there; every other alias
+has a stand-in password that never reaches the database because its play stops first.
 """
+
+import re
 
 import pytest
 import yaml
@@ -20,25 +23,68 @@ BAD_INPUTS = {
 }
 
 
+# Where one host's printed result ends: the next host's result, the next error, or the end.
+NEXT_RESULT = r"(?=\n(?:fatal|ok|changed|skipping): \[|\n\[ERROR\]|\Z)"
+
+
+def alias(variable: str, host: str) -> str:
+    return f"bad-{variable}-{host}"
+
+
 @pytest.fixture(scope="module")
-def bare_inventory(tmp_path_factory):
-    """The db hosts with their connection settings only."""
+def db_host_names() -> list[str]:
     generated = yaml.safe_load((INVENTORY_DIR / "ansible_inventory.yml").read_text())
-    path = tmp_path_factory.mktemp("bare") / "hosts.yml"
-    path.write_text(yaml.safe_dump({"db": {"hosts": generated["all"]["hosts"]}}))
-    return path
+    return sorted(generated["all"]["hosts"])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, db_host_names):
+    """The converge over every (bad input, db host) alias."""
+    generated = yaml.safe_load((INVENTORY_DIR / "ansible_inventory.yml").read_text())
+    hosts = {}
+    for variable, bad in BAD_INPUTS.items():
+        for name in db_host_names:
+            password = (
+                {}
+                if variable == "postgresql_app_password"
+                else {"postgresql_app_password": STAND_IN_PASSWORD}
+            )
+            hosts[alias(variable, name)] = {
+                **generated["all"]["hosts"][name],
+                "ansible_host": name,  # the docker connection's container name
+                **password,
+                **bad,
+            }
+    inventory = tmp_path_factory.mktemp("bad-input") / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"db": {"hosts": hosts}}))
+    return run_playbook(CONVERGE, inventory=inventory)
+
+
+def failure_of(output: str, host: str) -> str:
+    """What Ansible said went wrong for the host: the argument errors or the assertion message."""
+    match = re.search(
+        rf"fatal: \[{re.escape(host)}\]: FAILED! =>(.*?){NEXT_RESULT}", output, re.DOTALL
+    )
+    if not match:
+        return ""
+    result = match.group(1)
+    if "argument_errors:" in result:  # the argument spec's verdict, without the spec it lists
+        return result.split("argument_errors:", 1)[1].split("argument_spec_data:", 1)[0]
+    return result.split("msg:", 1)[-1]
+
+
+def test_the_run_fails(run):
+    assert run.returncode != 0
 
 
 @pytest.mark.parametrize("variable", BAD_INPUTS)
-def test_bad_input_stops_the_play_before_any_change(bare_inventory, variable):
-    extra_vars = dict(BAD_INPUTS[variable])
-    if variable != "postgresql_app_password":
-        extra_vars["postgresql_app_password"] = STAND_IN_PASSWORD
-    run = run_playbook(CONVERGE, extra_vars=extra_vars, inventory=bare_inventory)
-    assert run.returncode != 0
-    assert variable in run.stderr, run.stderr[-3000:]
+def test_bad_input_stops_the_play_before_any_change(run, db_host_names, variable):
     counters = recap(run.stdout)
-    assert counters, run.stdout[-3000:]
-    assert all(c["failed"] == 1 and c["changed"] == 0 for c in counters.values()), counters
-    # Nothing past the checks ran.
+    output = run.stdout + run.stderr
+    for name in db_host_names:
+        host = alias(variable, name)
+        assert counters[host]["failed"] == 1, counters
+        assert counters[host]["changed"] == 0, counters
+        assert variable in failure_of(output, host), output[-3000:]
+    # Nothing past the checks ran for any alias.
     assert "TASK [postgresql : Install PostgreSQL]" not in run.stdout
