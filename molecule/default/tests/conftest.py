@@ -1,0 +1,72 @@
+"""Helpers for the whole-stack checks: run our playbooks against one molecule host, call the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
+DOMAIN = "bookmarks.test"
+# The root Pebble issues under, fetched from its management API (it changes when Pebble restarts).
+CA_BUNDLE = "/var/tmp/pebble-root.pem"
+
+
+def inventory() -> str:
+    """Molecule's inventory directory (its hosts plus the scenario's group_vars link)."""
+    return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
+
+
+def run_playbook(playbook: str, host: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run one of our playbooks, limited to `host`, as an operator would."""
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        inventory(),
+        str(PROJECT / "playbooks" / playbook),
+        "--limit",
+        host,
+        *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT)
+
+
+def api(host, method: str, path: str, token: str | None = None, body: dict | None = None):
+    """Call the API through nginx over HTTPS inside the host; return (status, headers, json)."""
+    args = ["curl", "-sS", "--max-time", "10", "--cacert", CA_BUNDLE, "-X", method, "-D", "-"]
+    if token:
+        args += ["-H", f"Authorization: Bearer {token}"]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
+    args.append(f"https://{DOMAIN}{path}")
+    out = host.check_output(" ".join(shlex.quote(a) for a in args))
+    head, _, payload = out.partition("\r\n\r\n")
+    status = int(head.split()[1])
+    headers = {
+        k.strip().lower(): v.strip()
+        for k, _, v in (line.partition(":") for line in head.splitlines()[1:])
+    }
+    return status, headers, (json.loads(payload) if payload.strip() else None)
+
+
+def status_of(host) -> dict:
+    return api(host, "GET", "/_status")[2]
+
+
+@pytest.fixture(autouse=True)
+def pebble_root(host) -> str:
+    host.run_expect(
+        [0],
+        "curl -sSf --cacert /etc/pebble/ca.pem -o %s https://127.0.0.1:15000/roots/0",
+        CA_BUNDLE,
+    )
+    return CA_BUNDLE
+
+
+@pytest.fixture
+def hostname(host) -> str:
+    return host.backend.get_hostname()

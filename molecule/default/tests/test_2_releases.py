@@ -1,0 +1,81 @@
+"""Release life cycle on a live host: deploy, rollback, a broken release, a killed master."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT, api, run_playbook, status_of
+
+
+def live_release(host) -> str:
+    return host.file("/srv/bookmarks/current").linked_to.rsplit("/", 1)[1]
+
+
+def test_deploy_then_rollback_switch_the_live_release(host, hostname):
+    before = live_release(host)
+    deployed = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    after = live_release(host)
+    assert after != before
+    assert status_of(host)["release_id"] == after
+
+    rolled = run_playbook("rollback.yml", hostname)
+    assert rolled.returncode == 0, rolled.stdout[-3000:]
+    assert live_release(host) == before
+    assert status_of(host)["release_id"] == before
+    # The plan names the database's migration head beside the target's.
+    assert "database at" in " ".join(rolled.stdout.split())
+
+
+def test_release_list_shows_manifests(host, hostname):
+    listed = run_playbook("rollback.yml", hostname, "-e", "rollback_list=true")
+    assert listed.returncode == 0, listed.stdout[-3000:]
+    assert f"{live_release(host)}  <- current" in listed.stdout
+
+
+@pytest.fixture
+def broken_app(tmp_path: Path) -> Path:
+    """A copy of the app whose WSGI module fails at import: a release that can never start."""
+    src = tmp_path / "app"
+    shutil.copytree(
+        PROJECT / "app",
+        src,
+        ignore=shutil.ignore_patterns(".venv*", "__pycache__", "*.egg-info", "build", "tests"),
+    )
+    wsgi = src / "src" / "bookmarks" / "wsgi.py"
+    wsgi.write_text('raise RuntimeError("deliberately broken release")\n' + wsgi.read_text())
+    return src
+
+
+def test_broken_release_is_rolled_back_and_the_site_keeps_answering(host, hostname, broken_app):
+    before = live_release(host)
+    result = run_playbook(
+        "deploy.yml",
+        hostname,
+        "-e",
+        f"app_src_dir={broken_app}",
+        "-e",
+        "app_health_gate_timeout=10",
+    )
+    assert result.returncode != 0
+    assert "did not become ready" in " ".join(result.stdout.split())
+    assert live_release(host) == before
+    status, _, body = api(host, "GET", "/health/ready")
+    assert status == 200, body
+    assert status_of(host)["release_id"] == before
+
+
+def test_killed_master_is_restarted_by_systemd(host):
+    old_pid = host.check_output("systemctl show -p MainPID --value bookmarks.service")
+    host.run_expect([0], f"kill -9 {old_pid}")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        new_pid = host.check_output("systemctl show -p MainPID --value bookmarks.service")
+        if new_pid not in ("0", old_pid) and api(host, "GET", "/health/ready")[0] == 200:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("bookmarks.service did not come back within 20 s after kill -9")
