@@ -64,13 +64,8 @@ test: ## Set-up, app tests, lint, and molecule test for every scenario
 	$(MAKE) --no-print-directory setup app-test lint molecule; \
 	echo "==> make test: all steps passed in $$(( $$(date +%s) - start )) s"
 
-demo: setup ## Bring the stack up in a local systemd container and print how to reach it
-	@$(STEP) "converge the demo host" molecule converge -s default
-	@echo
-	@echo "The demo containers are up (Debian 12 and 13, systemd as PID 1):"
-	@docker ps --filter label=org.bookmarks-stack.molecule=true --format '  {{.Names}}  {{.Status}}'
-	@echo "Log in with: docker exec -it bm-default-bookworm bash"
-	@echo "Tear down with: make demo-down"
+demo: setup ## Bring the whole stack up in a local systemd container and print its URL
+	@$(STEP) "converge the demo host (site.yml)" scripts/demo.sh
 
 demo-down: venv ## Remove the demo containers
 	molecule destroy -s default
