@@ -32,7 +32,9 @@ def run_playbook(playbook: str, host: str, *extra: str) -> subprocess.CompletedP
         host,
         *extra,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT)
+    # Plain text: molecule forces colour, whose escape codes would split the messages we check.
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, env=env)
 
 
 def api(host, method: str, path: str, token: str | None = None, body: dict | None = None):
