@@ -58,7 +58,7 @@ def test_broken_release_is_rolled_back_and_the_site_keeps_answering(host, hostna
         "-e",
         f"app_src_dir={broken_app}",
         "-e",
-        "app_health_gate_timeout=10",
+        "app_health_gate_timeout=20",
     )
     assert result.returncode != 0
     assert "did not become ready" in " ".join(result.stdout.split())
