@@ -14,6 +14,11 @@ PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).paren
 DOMAIN = "bookmarks.test"
 # The root Pebble issues under, fetched from its management API (it changes when Pebble restarts).
 CA_BUNDLE = "/var/tmp/pebble-root.pem"
+# testinfra's ansible backend reads the inventory with `ansible-inventory --list`, which prints
+# every variable decrypted, vault values included, and Ansible copies what it prints into
+# ANSIBLE_LOG_PATH. So the test process drops the log path (before any `host` fixture exists), and
+# only our playbook runs below write to the scenario's Ansible log, as an operator's runs would.
+ANSIBLE_LOG_PATH = os.environ.pop("ANSIBLE_LOG_PATH", None)
 
 
 def inventory() -> str:
@@ -34,6 +39,8 @@ def run_playbook(playbook: str, host: str, *extra: str) -> subprocess.CompletedP
     ]
     # Plain text: molecule forces colour, whose escape codes would split the messages we check.
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    if ANSIBLE_LOG_PATH:
+        env["ANSIBLE_LOG_PATH"] = ANSIBLE_LOG_PATH
     return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, env=env)
 
 
