@@ -19,7 +19,8 @@ cat <<MSG
 
 The stack is up: nginx + Certbot (Pebble) TLS, gunicorn under systemd, PostgreSQL, in $host.
   URL:     https://$domain:$port/  (published on 127.0.0.1 only)
-  Status:  curl --cacert .cache/demo/pebble-root.pem --resolve $domain:$port:127.0.0.1 https://$domain:$port/_status
+  Ready:   curl --cacert .cache/demo/pebble-root.pem --resolve $domain:$port:127.0.0.1 https://$domain:$port/health/ready
+  Status:  docker exec $host curl -s --unix-socket /run/bookmarks/gunicorn.sock http://localhost/_status   (nginx serves /_status to loopback only)
   API:     TOKEN=$token
            curl --cacert .cache/demo/pebble-root.pem --resolve $domain:$port:127.0.0.1 \\
              -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
