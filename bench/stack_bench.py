@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Figures for one all-in-one host: converge, idempotent re-run, deploy and rollback under load.
 
-Runs the molecule `default` scenario on the Debian 12 platform only and prints a table:
-  - converge time from the bare image, and the idempotent re-run (changed=0) with its task count;
-  - deploy.yml and rollback.yml wall times;
-  - requests failed, p99 and slowest latency while a continuous load (hey, inside the container, on
-    loopback, through nginx and TLS) runs across a deploy and across a rollback.
-Usage: bench/stack_bench.py [--keep]   (from the repository root, after `make setup`)
+Starts its own systemd container (Debian 12 by default, `--release trixie` for 13) the way the
+molecule platforms do, prepares it with the default scenario's test fixtures (Pebble, hey; not
+timed), then times the operator's commands against it and prints a table:
+  - site.yml from the bare image, and again (the idempotent re-run: changed=0, tasks, s/task);
+  - deploy.yml (a forced new release) and rollback.yml wall times;
+  - requests, failures, p99 and slowest latency while hey loads https://bookmarks.test/health/ready
+    inside the container (nginx, TLS, gunicorn, PostgreSQL) for the whole of each deploy/rollback.
+The container is removed at the end unless --keep. Needs `make setup` and `make images` first.
+Usage: .venv/bin/python bench/stack_bench.py [--release bookworm|trixie] [--keep]
 """
 
 from __future__ import annotations
@@ -14,120 +17,179 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PLATFORM = "bm-default-bookworm"
-LOAD_SECONDS = 25
-LOAD_URL = "https://bookmarks.test/health/ready"
+SCENARIO = ROOT / "molecule" / "default"
+DOMAIN = "bookmarks.test"
+LABEL = "org.bookmarks-stack.molecule=true"
 
 
-def run(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess[str]]:
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, **kw)
-    return time.monotonic() - start, proc
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
-def molecule(*args: str) -> tuple[float, str]:
-    took, proc = run(["molecule", *args, "-s", "default", "--platform-name", PLATFORM])
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-3000:])
-        raise SystemExit(f"molecule {' '.join(args)} failed")
-    return took, proc.stdout + proc.stderr
+def start_container(name: str, image: str) -> None:
+    sh("docker", "rm", "-f", name, check=False)
+    sh(
+        "docker", "run", "-d", "--name", name, "--hostname", name, "--label", LABEL,
+        "--cap-add", "SYS_ADMIN", "--cgroupns", "host",
+        "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+        "--stop-signal", "SIGRTMIN+3", image, "/lib/systemd/systemd",
+    )  # fmt: skip
 
 
-def inventory() -> str:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    found = sorted(cache.glob("molecule/*/default/inventory"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit("molecule's inventory for the default scenario was not found")
-    return str(found[-1])
-
-
-def playbook(name: str, *extra: str) -> float:
-    env = dict(os.environ)
-    env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(ROOT / "molecule/default/vault-password.test-only")
-    env["ANSIBLE_ROLES_PATH"] = str(ROOT / "roles")
-    cmd = ["ansible-playbook", "-i", inventory(), f"playbooks/{name}", "--limit", PLATFORM, *extra]
-    took, proc = run(cmd, env=env)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-5000:])
-        raise SystemExit(f"{name} failed")
-    return took
-
-
-def under_load(action) -> tuple[float, dict[str, str]]:
-    """Run `action` while hey loads the site; return its time and hey's figures."""
-    hey = subprocess.Popen(
-        ["docker", "exec", PLATFORM, "hey", "-z", f"{LOAD_SECONDS}s", "-c", "8", LOAD_URL],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+def write_inventory(workdir: Path, name: str) -> Path:
+    """The default scenario's inventory for one container: web and db, its group_vars."""
+    inventory = workdir / "inventory"
+    inventory.mkdir()
+    (inventory / "hosts.yml").write_text(
+        "all:\n"
+        "  children:\n"
+        "    web:\n"
+        f"      hosts: {{{name}: {{ansible_connection: community.docker.docker}}}}\n"
+        "    db:\n"
+        f"      hosts: {{{name}: }}\n"
     )
-    time.sleep(3)
-    took = action()
-    out, _ = hey.communicate(timeout=LOAD_SECONDS + 60)
-    codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", out))
-    errors = sum(int(n) for n in re.findall(r"\[\d+\]\s+(\d+)\s+errors", out))
-    total = sum(int(n) for n in codes.values()) + errors
-    failed = total - int(codes.get("200", 0))
-    p99 = re.search(r"99%% in ([0-9.]+) secs".replace("%%", "%"), out)
-    slowest = re.search(r"Slowest:\s+([0-9.]+) secs", out)
-    return took, {
-        "requests": str(total),
-        "failed": str(failed),
-        "p99_ms": f"{float(p99.group(1)) * 1000:.0f}" if p99 else "?",
-        "slowest_ms": f"{float(slowest.group(1)) * 1000:.0f}" if slowest else "?",
-    }
+    (inventory / "group_vars").symlink_to(SCENARIO / "group_vars")
+    return inventory
+
+
+class Runner:
+    def __init__(self, inventory: Path, log: Path):
+        self.inventory = inventory
+        self.log = log
+        self.env = {
+            **os.environ,
+            "ANSIBLE_VAULT_PASSWORD_FILE": str(SCENARIO / "vault-password.test-only"),
+            "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+
+    def playbook(self, path: Path, *extra: str) -> tuple[float, str]:
+        cmd = ["ansible-playbook", "-i", str(self.inventory), str(path), *extra]
+        start = time.monotonic()
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=self.env, capture_output=True, text=True, check=False
+        )
+        took = time.monotonic() - start
+        with self.log.open("a") as log:
+            log.write(f"\n===== {' '.join(cmd)} ({took:.1f} s, rc {proc.returncode})\n")
+            log.write(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-2000:])
+            raise SystemExit(f"{path.name} failed (full output in {self.log})")
+        return took, proc.stdout
+
+
+class Load:
+    """hey inside the container, started before an action and interrupted after it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> Load:
+        reset = "systemctl stop bench-load; systemctl reset-failed bench-load"
+        sh("docker", "exec", self.name, "sh", "-c", reset, check=False)
+        sh(
+            "docker", "exec", self.name, "systemd-run", "--unit=bench-load",
+            "-p", "StandardOutput=truncate:/var/tmp/bench-load.txt",
+            "hey", "-z", "600s", "-c", "8", "-t", "10", f"https://{DOMAIN}/health/ready",
+        )  # fmt: skip
+        time.sleep(3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(2)
+        sh("docker", "exec", self.name, "systemctl", "kill", "-s", "INT", "bench-load")
+        for _ in range(60):
+            active = sh(
+                "docker", "exec", self.name, "systemctl", "is-active", "bench-load", check=False
+            )
+            if active.stdout.strip() != "active":
+                break
+            time.sleep(0.5)
+        self.report = sh("docker", "exec", self.name, "cat", "/var/tmp/bench-load.txt").stdout
+
+    def figures(self) -> str:
+        out = self.report
+        codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+        errors_part = out.split("Error distribution:")[1] if "Error distribution:" in out else ""
+        errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]", errors_part, re.M))
+        total = sum(codes.values()) + errors
+        failed = total - codes.get(200, 0)
+        p99 = re.search(r"99% in ([0-9.]+) secs", out)
+        slowest = re.search(r"Slowest:\s+([0-9.]+) secs", out)
+        p99_ms = f"{float(p99.group(1)) * 1000:.0f} ms" if p99 else "?"
+        slowest_ms = f"{float(slowest.group(1)) * 1000:.0f} ms" if slowest else "?"
+        return f"{total} requests, {failed} failed, p99 {p99_ms}, slowest {slowest_ms}"
+
+
+def recap(output: str) -> tuple[int, int]:
+    """(changed, ok) of the play recap's single host."""
+    found = re.findall(r"ok=(\d+)\s+changed=(\d+)", output)
+    if not found:
+        raise SystemExit("no play recap in the output")
+    ok, changed = found[-1]
+    return int(changed), int(ok)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
     parser.add_argument("--keep", action="store_true", help="leave the container running")
     args = parser.parse_args()
-    subprocess.run(["molecule", "destroy", "-s", "default"], cwd=ROOT, capture_output=True)
-    molecule("create")
-    converge_s, _ = molecule("converge")
-    rerun_s, out = molecule("converge")
-    changed = re.findall(r"changed=(\d+)", out)
-    tasks = re.findall(r"ok=(\d+)", out)
-    subprocess.run(
-        ["docker", "exec", PLATFORM, "apt-get", "install", "-y", "-qq", "hey"],
-        check=True,
-        capture_output=True,
-    )
-    deploy_s, deploy_load = under_load(
-        lambda: playbook("deploy.yml", "-e", "app_force_release=true")
-    )
-    rollback_s, rollback_load = under_load(lambda: playbook("rollback.yml"))
+    name = f"bm-bench-aio-{args.release}"
+    image = f"{os.environ.get('BM_IMAGE_PREFIX', 'bookmarks-stack/debian-systemd')}:{args.release}"
+    workdir = Path(tempfile.mkdtemp(prefix="bm-stack-bench-"))
+    log = workdir / "ansible-output.log"
+    load_start = os.getloadavg()
+    try:
+        start_container(name, image)
+        runner = Runner(write_inventory(workdir, name), log)
+        runner.playbook(SCENARIO / "prepare.yml")  # test fixtures, not timed
+        converge_s, _ = runner.playbook(ROOT / "playbooks" / "site.yml")
+        rerun_s, rerun_out = runner.playbook(ROOT / "playbooks" / "site.yml")
+        changed, tasks = recap(rerun_out)
+        with Load(name) as deploy_load:
+            deploy_s, _ = runner.playbook(
+                ROOT / "playbooks" / "deploy.yml", "-e", "app_force_release=true"
+            )
+        with Load(name) as rollback_load:
+            rollback_s, _ = runner.playbook(ROOT / "playbooks" / "rollback.yml")
+    finally:
+        if not args.keep:
+            sh("docker", "rm", "-f", name, check=False)
     rows = [
-        ("converge from the bare image", f"{converge_s:.0f} s", ""),
+        ("site.yml from the bare image", f"{converge_s:.0f} s", ""),
         (
-            "idempotent re-run",
-            f"{rerun_s:.0f} s",
-            f"changed={','.join(changed)}; {tasks[-1] if tasks else '?'} tasks, "
-            f"{rerun_s / max(1, int(tasks[-1]) if tasks else 1):.2f} s/task",
+            "site.yml again (idempotent)",
+            f"{rerun_s:.1f} s",
+            f"changed={changed}, {tasks} tasks, {rerun_s / tasks:.2f} s/task",
         ),
-        ("deploy.yml", f"{deploy_s:.1f} s", _load(deploy_load)),
-        ("rollback.yml", f"{rollback_s:.1f} s", _load(rollback_load)),
+        ("deploy.yml (new release)", f"{deploy_s:.1f} s", deploy_load.figures()),
+        ("rollback.yml", f"{rollback_s:.1f} s", rollback_load.figures()),
     ]
-    print(f"\nbookmarks-stack figures ({PLATFORM}, {os.cpu_count()} cores)")
+    load_end = os.getloadavg()
+    print(f"\nbookmarks-stack, one all-in-one host ({args.release}), {os.cpu_count()} cores")
+    print(f"load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}")
     print(f"| {'measure':<30} | {'time':>8} | notes |")
     print(f"| {'-' * 30} | {'-' * 8} | ----- |")
-    for name, value, note in rows:
-        print(f"| {name:<30} | {value:>8} | {note} |")
-    if not args.keep:
-        subprocess.run(["molecule", "destroy", "-s", "default"], cwd=ROOT, capture_output=True)
-
-
-def _load(figures: dict[str, str]) -> str:
-    return (
-        f"under load: {figures['requests']} requests, {figures['failed']} failed, "
-        f"p99 {figures['p99_ms']} ms, slowest {figures['slowest_ms']} ms"
-    )
+    for row_name, value, note in rows:
+        print(f"| {row_name:<30} | {value:>8} | {note} |")
+    print(f"(Ansible output: {log})")
+    if args.keep:
+        print(f"container {name} kept; remove it with: docker rm -f {name}")
+    else:
+        shutil.rmtree(workdir / "inventory", ignore_errors=True)
 
 
 if __name__ == "__main__":
