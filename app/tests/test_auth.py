@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import select
 
 from bookmarks.auth import bearer_token, generate_token, hash_token
@@ -55,6 +55,17 @@ def test_revoked_token_is_refused_on_the_next_request(
         users.revoke_tokens(users.get_by_name("alice"))
         db.session.commit()
     assert client.get("/api/bookmarks", headers=auth).status_code == 401
+
+
+def test_revocation_reaches_every_instance_on_its_next_request(
+    app_factory: Callable[..., Flask], runner: FlaskCliRunner, auth: dict[str, str]
+) -> None:
+    # Every request resolves its token in the database (no token cache): revocation is immediate.
+    other = app_factory().test_client()  # another worker or host
+    assert other.get("/api/bookmarks", headers=auth).status_code == 200
+    assert other.get("/api/bookmarks", headers=auth).status_code == 200  # a cached page
+    assert runner.invoke(args=["users", "revoke", "alice"]).exit_code == 0
+    assert other.get("/api/bookmarks", headers=auth).status_code == 401
 
 
 def test_only_the_token_hash_is_stored(app: Flask, token: str) -> None:

@@ -36,7 +36,9 @@ def test_valid_production_config_builds_a_safe_app(production_env: pytest.Monkey
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
     assert app.config["MAX_CONTENT_LENGTH"] == 65536
-    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
+    # Pinged only after sitting idle (repository.ping_idle_connections), not on every checkout.
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is False
+    assert app.config["DB_PING_IDLE_SECONDS"] == 10
 
 
 @pytest.mark.parametrize("variable", ["SECRET_KEY", "DATABASE_URL"])

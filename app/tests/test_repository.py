@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from bookmarks.errors import ConflictError
 from bookmarks.extensions import db
-from bookmarks.repository import MAX_ID, BookmarkRepository, UserRepository, transaction
+from bookmarks.repository import (
+    MAX_ID,
+    BookmarkRepository,
+    UserRepository,
+    lookup_principal,
+    transaction,
+)
+from conftest import libpq_url
 
 
 @pytest.fixture
@@ -87,3 +96,74 @@ def test_transaction_commits_atomically_and_gives_back_an_autocommit_connection(
         assert UserRepository(db.session).get_by_name("ivan") is None, "rolled back as one"
         raw = db.session.connection().connection.dbapi_connection
         assert raw.autocommit is True, "the pool restores autocommit after a write"
+
+
+def terminate_other_connections(database_url: str) -> int:
+    """Close every server connection to the test database but this one, as a restart would."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        return len(
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        )
+
+
+def test_lookup_principal_reads_what_is_committed(
+    app: Flask, make_user: Callable[[str], str]
+) -> None:
+    token = make_user("fay")
+    with app.app_context():
+        found = lookup_principal(db.engine, token)
+        assert found is not None
+        assert (found.name, found.data_version) == ("fay", 0)
+        assert lookup_principal(db.engine, "bm_" + "x" * 43) is None
+        users = UserRepository(db.session)
+        with transaction(db.session):
+            users.bump_version(found.user_id)
+            # Not committed yet: another connection (another request, worker or host) sees the
+            # old version, never a value that may still roll back.
+            assert lookup_principal(db.engine, token).data_version == 0
+        assert lookup_principal(db.engine, token).data_version == 1
+        with transaction(db.session):
+            users.revoke_tokens(users.get_by_name("fay"))
+            assert lookup_principal(db.engine, token) is not None
+        assert lookup_principal(db.engine, token) is None
+
+
+def test_requests_survive_connections_closed_by_the_database(
+    app: Flask, client: FlaskClient, auth: dict[str, str], database_url: str
+) -> None:
+    # Not idle long enough to be pinged: the token query meets the dead connections and recovers.
+    assert app.config["DB_PING_IDLE_SECONDS"] >= 10
+    created = client.post("/api/bookmarks", json={"url": "https://a.example/"}, headers=auth)
+    assert client.get("/api/bookmarks", headers=auth).json["total"] == 1
+    assert terminate_other_connections(database_url) >= 1
+    assert client.get(f"/api/bookmarks/{created.json['id']}", headers=auth).status_code == 200
+    assert terminate_other_connections(database_url) >= 1
+    response = client.post("/api/bookmarks", json={"url": "https://b.example/"}, headers=auth)
+    assert response.status_code == 201
+    assert client.get("/api/bookmarks", headers=auth).json["total"] == 2
+
+
+def test_idle_connections_are_pinged_and_replaced(
+    app_factory: Callable[..., Flask], database_url: str
+) -> None:
+    app = app_factory(DB_PING_IDLE_SECONDS=0)  # every connection counts as idle
+    client = app.test_client()
+    assert client.get("/health/ready").status_code == 200
+    assert terminate_other_connections(database_url) >= 1
+    # The readiness check runs no token query: only the ping finds the dead connection.
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_without_the_idle_ping_a_dead_connection_fails_one_readiness_check(
+    app_factory: Callable[..., Flask], database_url: str
+) -> None:
+    """The counterpart of the test above: proof that the ping is what replaced the connection."""
+    app = app_factory(DB_PING_IDLE_SECONDS=3600)
+    client = app.test_client()
+    assert client.get("/health/ready").status_code == 200
+    assert terminate_other_connections(database_url) >= 1
+    assert client.get("/health/ready").status_code == 503
+    assert client.get("/health/ready").status_code == 200  # SQLAlchemy dropped the stale pool

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -22,6 +23,7 @@ from bookmarks.extensions import db
 from bookmarks.metrics import CACHE_REQUESTS
 from bookmarks.models import User
 from bookmarks.service import BookmarkService, VersionedCache
+from conftest import libpq_url
 
 Create = Callable[..., dict[str, Any]]
 
@@ -88,6 +90,20 @@ def test_get_is_coherent_across_instances(
     assert other.get(path, headers=auth).json["url"] == "https://v3.example/"
     assert client.delete(path, headers=auth).status_code == 204
     assert other.get(path, headers=auth).status_code == 404
+
+
+def test_a_write_committed_by_any_database_client_is_seen_by_the_next_read(
+    client: FlaskClient, auth: dict[str, str], create: Create, database_url: str
+) -> None:
+    """Coherence needs nothing from the writer but its commit: no message, no shared memory."""
+    bookmark = create(title="v1")
+    path = f"/api/bookmarks/{bookmark['id']}"
+    assert client.get(path, headers=auth).json["title"] == "v1"
+    assert client.get(path, headers=auth).json["title"] == "v1"  # served from the cache
+    with psycopg.connect(libpq_url(database_url)) as writer:  # commits when the block ends
+        writer.execute("UPDATE bookmarks SET title = 'v2' WHERE id = %s", (bookmark["id"],))
+        writer.execute("UPDATE users SET data_version = data_version + 1 WHERE name = 'alice'")
+    assert client.get(path, headers=auth).json["title"] == "v2"
 
 
 def test_list_is_coherent_across_instances(

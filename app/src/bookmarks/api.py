@@ -18,7 +18,7 @@ from flask_smorest import Api, Blueprint
 from bookmarks.auth import Principal, bearer_token
 from bookmarks.errors import AuthError
 from bookmarks.extensions import db
-from bookmarks.repository import UserRepository
+from bookmarks.repository import lookup_principal
 from bookmarks.schemas import (
     BookmarkInSchema,
     BookmarkPageSchema,
@@ -81,7 +81,7 @@ def _authenticate() -> None:
     if not header:
         raise AuthError("authentication required: send Authorization: Bearer <token>")
     token = bearer_token(header)
-    found = UserRepository(db.session).principal_for_token(token) if token else None
+    found = lookup_principal(db.engine, token) if token else None
     if found is None:
         raise AuthError("invalid or revoked token", invalid=True)
     g.principal = found

@@ -155,6 +155,9 @@ class BaseConfig:
     DB_POOL_SIZE: int = field(default_factory=lambda: _env_int("DB_POOL_SIZE", 5))  # type: ignore[arg-type]
     DB_MAX_OVERFLOW: int = field(default_factory=lambda: _env_int("DB_MAX_OVERFLOW", 5))  # type: ignore[arg-type]
     DB_CONNECT_TIMEOUT: int = 3
+    # A pooled connection unused for this long is pinged before it is handed out (see
+    # ``repository.ping_idle_connections``); busier ones are proven alive by the request itself.
+    DB_PING_IDLE_SECONDS: int = 10
     DB_STATEMENT_TIMEOUT_MS: int = 5000
     READINESS_TIMEOUT_MS: int = 1000
     VERSION: str = field(default_factory=lambda: _env("BOOKMARKS_VERSION") or _package_version())
@@ -234,9 +237,14 @@ class BaseConfig:
     def engine_options(self) -> dict[str, Any]:
         """SQLAlchemy pool settings.
 
-        ``pool_pre_ping`` turns a connection killed by a database restart into a reconnect, not a
-        500; ``pool_recycle`` stays under typical firewall idle timeouts; ``connect_timeout`` and
-        ``statement_timeout`` bound how long a sick database can hold a worker thread.
+        A connection killed by a database restart becomes a reconnect, not an error: SQLAlchemy's
+        ``pool_pre_ping`` would ping on every checkout (a round trip per request, as much as the
+        token query itself), so it is off and the pre-ping is tuned instead: connections idle for
+        ``DB_PING_IDLE_SECONDS`` are pinged (``repository.ping_idle_connections``, installed by
+        ``create_app``) and the token query that starts every API request recovers from a dead
+        one (``repository.lookup_principal``). ``pool_recycle`` stays under typical firewall idle
+        timeouts; ``connect_timeout`` and ``statement_timeout`` bound how long a sick database can
+        hold a worker thread.
 
         Connections are in autocommit mode: a read request runs one or two single statements, and
         wrapping them in a transaction costs a BEGIN and a ROLLBACK round trip each time (half of a
@@ -245,7 +253,7 @@ class BaseConfig:
         """
         return {
             "isolation_level": "AUTOCOMMIT",
-            "pool_pre_ping": True,
+            "pool_pre_ping": False,
             "pool_size": self.DB_POOL_SIZE,
             "max_overflow": self.DB_MAX_OVERFLOW,
             "pool_timeout": 5,

@@ -8,14 +8,18 @@ commit together.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
+import psycopg
+from sqlalchemy import Engine, bindparam, event, func, select, update
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookmarks.auth import Principal, display_prefix, generate_token, hash_token
 from bookmarks.errors import ConflictError
@@ -34,6 +38,10 @@ _PRINCIPAL_BY_TOKEN_HASH = (
     .join(ApiToken, ApiToken.user_id == User.id)
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
+# The same statement as psycopg's SQL text, for the per-request fast path (``lookup_principal``).
+_PRINCIPAL_BY_TOKEN_HASH_SQL = str(_PRINCIPAL_BY_TOKEN_HASH.compile(dialect=PGDialect_psycopg()))
+# Where the pool notes when a connection was last given back (see ``ping_idle_connections``).
+_IDLE_SINCE = "bookmarks_idle_since"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,83 @@ def transaction(session: Session) -> Iterator[Session]:
         session.close()
 
 
+def lookup_principal(engine: Engine, token: str) -> Principal | None:
+    """Resolve a token to its user and current ``data_version``: one prepared query, nothing else.
+
+    This runs first in every API request, so it is kept to one round trip and a few microseconds
+    of Python: a pooled psycopg connection (no per-checkout ping, see ``ping_idle_connections``)
+    and a server-side prepared statement, without an ORM session (which costs four times the
+    query itself). It reads committed data only (the pool's connections autocommit), so a
+    revocation or a write committed anywhere is seen by the next request that starts after it.
+
+    It is also the liveness check of the pool: if the connection turns out to be dead (database
+    restarted), it is thrown away and the query runs again through SQLAlchemy, which recognises
+    the disconnect, invalidates every pooled connection older than it, and is retried once on a
+    fresh connection; errors come out as SQLAlchemy's (a database that is down is a 503).
+    """
+    params = {"token_hash": hash_token(token)}
+    try:
+        row = _principal_row_fast(engine, params)
+    except psycopg.Error:
+        row = _principal_row_checked(engine, params)
+    if row is None:
+        return None
+    return Principal(user_id=row[0], name=row[1], data_version=row[2])
+
+
+def _principal_row_fast(engine: Engine, params: dict[str, str]) -> Sequence[Any] | None:
+    connection = engine.raw_connection()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_PRINCIPAL_BY_TOKEN_HASH_SQL, params, prepare=True)
+            return cursor.fetchone()
+    except psycopg.Error:
+        connection.invalidate()  # rare; whatever went wrong, never hand this one out again
+        raise
+    finally:
+        connection.close()
+
+
+def _principal_row_checked(engine: Engine, params: dict[str, str]) -> Sequence[Any] | None:
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as connection:
+                return connection.execute(_PRINCIPAL_BY_TOKEN_HASH, params).one_or_none()
+        except DBAPIError as error:
+            if attempt == 2 or not error.connection_invalidated:
+                raise
+    return None  # not reached: the second attempt returns or raises
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection on checkout only if it sat unused for ``idle_seconds`` or more.
+
+    ``pool_pre_ping`` pings on every checkout: one extra round trip per request, as much as the
+    token query itself. A connection used a moment ago is known to be alive, and in an API request
+    the token query (``lookup_principal``) proves it anyway and recovers from a dead one; a
+    connection that has been idle longer (after a quiet spell, for ``/health/ready``, the CLI)
+    may have been closed by a database restart and is pinged first. A failed ping invalidates
+    every pooled connection from before it, and the pool connects afresh (SQLAlchemy's
+    pessimistic disconnect handling through its documented ``checkout`` event).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _note_idle(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        del proxy
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except psycopg.Error as error:
+            raise InvalidatePoolError("idle connection failed its ping") from error
+
+
 def _is_unique_url_violation(error: IntegrityError) -> bool:
     diag = getattr(error.orig, "diag", None)
     return getattr(diag, "constraint_name", None) == UNIQUE_URL_INDEX
@@ -83,10 +168,10 @@ class UserRepository:
         self._session = session
 
     def principal_for_token(self, token: str) -> Principal | None:
-        """Resolve a token to its user and current ``data_version`` in one indexed query.
+        """Resolve a token to its user and current ``data_version`` inside this session.
 
-        This query runs on every authenticated request anyway; reading ``data_version`` in it is
-        what makes the cache check free (see ``BookmarkService``).
+        Sees the session's own uncommitted changes (the CLI and tests use it); API requests use
+        ``lookup_principal``, the same query without a session.
         """
         row = self._session.execute(
             _PRINCIPAL_BY_TOKEN_HASH, {"token_hash": hash_token(token)}
