@@ -61,3 +61,16 @@ def test_exactly_one_proxy_hop_is_trusted(app: Flask) -> None:
         "scheme": "https",
         "host": "bookmarks.example.org",
     }
+
+
+def test_session_cookie_is_still_verified_when_sent(app: Flask) -> None:
+    """The lazy session interface skips work only for requests without the session cookie."""
+    interface = app.session_interface
+    signed = interface.get_signing_serializer(app).dumps({"seen": True})
+    name = interface.get_cookie_name(app)
+    with app.test_request_context(headers={"Cookie": f"{name}={signed}"}) as ctx:
+        assert dict(interface.open_session(app, ctx.request)) == {"seen": True}
+    with app.test_request_context(headers={"Cookie": f"{name}=forged.value"}) as ctx:
+        assert dict(interface.open_session(app, ctx.request)) == {}
+    with app.test_request_context() as ctx:
+        assert dict(interface.open_session(app, ctx.request)) == {}

@@ -8,10 +8,11 @@ turns into JSON.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import marshmallow as ma
-from flask import Flask, current_app, g, request, url_for
+from flask import Flask, Response, current_app, g, request, url_for
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
@@ -63,6 +64,27 @@ _DESCRIPTIONS = {
     409: "This user already has a bookmark with this url.",
     413: "The body is larger than the server accepts.",
 }
+
+
+# How many bodies of single bookmarks to keep ready (the production cache holds 4096 entries).
+RECORD_BODIES_CACHED = 4096
+_BOOKMARK_SCHEMA = BookmarkSchema()
+
+
+@lru_cache(maxsize=RECORD_BODIES_CACHED)
+def _record_body(record: BookmarkRecord) -> bytes:
+    """The JSON body for one bookmark, exactly as flask-smorest would dump and jsonify it.
+
+    A pure function of the record's value (records are frozen and compared by value), so a
+    remembered body can never be out of date: a changed bookmark is a different record. Cached
+    reads hand out the same record object again and again; serialising it anew every time was a
+    sixth of a cached read's cost.
+    """
+    return current_app.json.response(_BOOKMARK_SCHEMA.dump(record)).get_data()
+
+
+def _record_response(record: BookmarkRecord) -> Response:
+    return current_app.response_class(_record_body(record), mimetype=current_app.json.mimetype)
 
 
 def service() -> BookmarkService:
@@ -147,9 +169,10 @@ class BookmarkItem(MethodView):
 
     @blp.response(200, BookmarkSchema)
     @_errors(401, 404)
-    def get(self, bookmark_id: int) -> BookmarkRecord:
+    def get(self, bookmark_id: int) -> Response:
         """Get one bookmark."""
-        return service().get(principal(), bookmark_id)
+        # A Response passes through flask-smorest as it is; BookmarkSchema still documents it.
+        return _record_response(service().get(principal(), bookmark_id))
 
     @blp.arguments(BookmarkInSchema)
     @blp.response(200, BookmarkSchema)

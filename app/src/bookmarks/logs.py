@@ -31,6 +31,9 @@ _ALWAYS_SCRUBBED = (
     re.compile(TOKEN_PATTERN.pattern.replace("{43}", "{8,}")),
     re.compile(r"(?i)(password|passwd|secret|token)=([^\s&\"',;]+)"),
 )
+# Text that none of the patterns above can match is returned as it is: one search instead of three
+# substitutions, for the dozen values of every access line. It must match whatever they match.
+_MAY_NEED_SCRUBBING = re.compile(r"(?i)bearer|bm_|passw|secret|token")
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and goes into the line.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 HANDLER_MARK = "_bookmarks_json_handler"
@@ -79,7 +82,10 @@ class JsonFormatter(logging.Formatter):
     def scrub(self, line: str) -> str:
         """Replace known secrets and anything shaped like a credential with a marker."""
         for secret in self.secrets:
-            line = line.replace(secret, REDACTED)
+            if secret in line:
+                line = line.replace(secret, REDACTED)
+        if not _MAY_NEED_SCRUBBING.search(line):
+            return line
         line = _ALWAYS_SCRUBBED[0].sub("Bearer " + REDACTED, line)
         line = _ALWAYS_SCRUBBED[1].sub(REDACTED, line)
         return _ALWAYS_SCRUBBED[2].sub(lambda m: f"{m.group(1)}={REDACTED}", line)
@@ -136,6 +142,7 @@ def _log_request(response: Response) -> Response:
     access_log.info(
         "request",
         extra={
+            "request_id": g.get("request_id"),  # saves the filter looking it up
             "method": request.method,
             # The path only: query strings are user data and are not needed to find a request.
             "path": request.path,

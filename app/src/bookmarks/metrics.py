@@ -55,6 +55,8 @@ CACHE_REQUESTS = Counter(
     "BookmarkService cache lookups, by result (hit or miss).",
     ["result"],
 )
+CACHE_HITS = CACHE_REQUESTS.labels(result="hit")
+CACHE_MISSES = CACHE_REQUESTS.labels(result="miss")
 BUILD_INFO = Gauge(
     "bookmarks_build_info",
     "Always 1; the labels say which build is running.",
@@ -106,16 +108,25 @@ def _endpoint_label() -> str:
     return request.url_rule.rule if request.url_rule is not None else "unmatched"
 
 
+# The labelled children of REQUESTS and LATENCY by (method, endpoint, status): few, and looking
+# them up here is cheaper than ``labels()`` validating and locking on every request.
+_SERIES: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def _series(method: str, endpoint: str, status: str) -> tuple[Any, Any]:
+    key = (method, endpoint, status)
+    series = _SERIES.get(key)
+    if series is None:
+        series = _SERIES.setdefault(key, (REQUESTS.labels(*key), LATENCY.labels(*key)))
+    return series
+
+
 def _observe(response: Response) -> Response:
     started = g.get("request_started")
     if started is not None:
-        labels = {
-            "method": request.method,
-            "endpoint": _endpoint_label(),
-            "status": str(response.status_code),
-        }
-        REQUESTS.labels(**labels).inc()
-        LATENCY.labels(**labels).observe(time.perf_counter() - started)
+        count, latency = _series(request.method, _endpoint_label(), str(response.status_code))
+        count.inc()
+        latency.observe(time.perf_counter() - started)
     return response
 
 

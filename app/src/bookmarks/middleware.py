@@ -6,7 +6,8 @@ import re
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -27,6 +28,24 @@ SECURITY_HEADERS = {
 }
 
 _SECURITY_HEADER_ITEMS = tuple(SECURITY_HEADERS.items())
+
+
+class LazySessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions (same cookie flags), opened only when the cookie was sent.
+
+    The API authenticates with tokens and never sets a session cookie, yet Flask opens a session
+    for every request, and the stock interface builds its signing serializer first, each time
+    (a tenth of a cached read's cost, measured). A request without the cookie gets a new empty
+    session straight away; one with it is verified exactly as before.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """An empty session without any signing work when the request has no session cookie."""
+        # A substring test of the raw header, so no cookie parsing either; a false positive only
+        # means the usual verification runs.
+        if self.get_cookie_name(app) not in request.environ.get("HTTP_COOKIE", ""):
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def _start_request() -> None:
@@ -55,5 +74,6 @@ def init_app(app: Flask) -> None:
     address by sending its own ``X-Forwarded-For``. HSTS is nginx's job: it owns TLS.
     """
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    app.session_interface = LazySessionInterface()
     app.before_request(_start_request)
     app.after_request(_finish_response)

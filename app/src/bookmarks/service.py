@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from bookmarks.auth import Principal
 from bookmarks.config import CacheConfig
 from bookmarks.errors import NotFoundError
-from bookmarks.metrics import CACHE_REQUESTS
+from bookmarks.metrics import CACHE_HITS, CACHE_MISSES
 from bookmarks.models import Bookmark
 from bookmarks.repository import BookmarkRepository, UserRepository, transaction
 from bookmarks.search import SearchIndex
@@ -116,9 +116,9 @@ class VersionedCache:
         with self._lock:
             value = self._cache.get(key, _MISSING)
         if value is not _MISSING:
-            CACHE_REQUESTS.labels(result="hit").inc()
+            CACHE_HITS.inc()
             return value  # type: ignore[return-value]
-        CACHE_REQUESTS.labels(result="miss").inc()
+        CACHE_MISSES.inc()
         value = load()
         with self._lock:
             self._cache[key] = value
