@@ -19,7 +19,8 @@ from flask_smorest import Api, Blueprint
 from bookmarks.auth import Principal, bearer_token
 from bookmarks.errors import AuthError
 from bookmarks.extensions import db
-from bookmarks.repository import lookup_principal
+from bookmarks.principals import SharedChecks
+from bookmarks.repository import lookup_principals
 from bookmarks.schemas import (
     BookmarkInSchema,
     BookmarkPageSchema,
@@ -31,6 +32,7 @@ from bookmarks.schemas import (
 from bookmarks.service import BookmarkRecord, BookmarkService, PageResult
 
 SERVICE_KEY = "bookmarks.service"
+CHECKS_KEY = "bookmarks.checks"
 
 blp = Blueprint(
     "bookmarks",
@@ -103,7 +105,7 @@ def _authenticate() -> None:
     if not header:
         raise AuthError("authentication required: send Authorization: Bearer <token>")
     token = bearer_token(header)
-    found = lookup_principal(db.engine, token) if token else None
+    found = current_app.extensions[CHECKS_KEY].principal(token) if token else None
     if found is None:
         raise AuthError("invalid or revoked token", invalid=True)
     g.principal = found
@@ -214,3 +216,6 @@ def init_app(app: Flask) -> None:
     # JSON Schema's way to say what BookmarkPatchSchema._not_empty enforces.
     api.spec.components.schemas["BookmarkPatch"]["minProperties"] = 1
     app.extensions[SERVICE_KEY] = BookmarkService(db.session, app.config["CACHE_CONFIG"])
+    with app.app_context():
+        engine = db.engine
+    app.extensions[CHECKS_KEY] = SharedChecks(lambda hashes: lookup_principals(engine, hashes))

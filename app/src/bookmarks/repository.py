@@ -9,13 +9,13 @@ commit together.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, bindparam, event, func, select, update
+from sqlalchemy import ARRAY, Engine, String, any_, bindparam, event, func, select, update
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session
@@ -38,8 +38,20 @@ _PRINCIPAL_BY_TOKEN_HASH = (
     .join(ApiToken, ApiToken.user_id == User.id)
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
-# The same statement as psycopg's SQL text, for the per-request fast path (``lookup_principal``).
-_PRINCIPAL_BY_TOKEN_HASH_SQL = str(_PRINCIPAL_BY_TOKEN_HASH.compile(dialect=PGDialect_psycopg()))
+# The per-request check (``lookup_principals``): the same join for one or several token hashes at
+# once, so concurrent requests of a worker can share one round trip (``principals.py``).
+_PRINCIPALS_BY_TOKEN_HASHES = (
+    select(ApiToken.token_hash, User.id, User.name, User.data_version)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(
+        ApiToken.token_hash == any_(bindparam("token_hashes", type_=ARRAY(String))),
+        ApiToken.revoked_at.is_(None),
+    )
+)
+# The same statement as psycopg's SQL text, for the fast path without SQLAlchemy's Connection.
+_PRINCIPALS_BY_TOKEN_HASHES_SQL = str(
+    _PRINCIPALS_BY_TOKEN_HASHES.compile(dialect=PGDialect_psycopg())
+)
 # Where the pool notes when a connection was last given back (see ``ping_idle_connections``).
 _IDLE_SINCE = "bookmarks_idle_since"
 
@@ -75,35 +87,41 @@ def transaction(session: Session) -> Iterator[Session]:
 
 
 def lookup_principal(engine: Engine, token: str) -> Principal | None:
-    """Resolve a token to its user and current ``data_version``: one prepared query, nothing else.
+    """Resolve one token to its user and current ``data_version`` (see ``lookup_principals``)."""
+    token_hash = hash_token(token)
+    return lookup_principals(engine, (token_hash,)).get(token_hash)
 
-    This runs first in every API request, so it is kept to one round trip and a few microseconds
-    of Python: a pooled psycopg connection (no per-checkout ping, see ``ping_idle_connections``)
-    and a server-side prepared statement, without an ORM session (which costs four times the
-    query itself). It reads committed data only (the pool's connections autocommit), so a
-    revocation or a write committed anywhere is seen by the next request that starts after it.
+
+def lookup_principals(engine: Engine, token_hashes: Collection[str]) -> dict[str, Principal]:
+    """Resolve token hashes to their users and current ``data_version``s: one prepared query.
+
+    This is the check that starts every API request (alone, or shared by the concurrent requests
+    of one worker, see ``principals.py``), so it is kept to one round trip and a few
+    microseconds of Python: a pooled psycopg connection (no per-checkout ping, see
+    ``ping_idle_connections``) and a server-side prepared statement, without an ORM session
+    (which costs four times the query itself). It reads committed data only (the pool's
+    connections autocommit), so a revocation or a write committed anywhere before the query
+    starts is seen by it. Unknown and revoked tokens are simply absent from the result.
 
     It is also the liveness check of the pool: if the connection turns out to be dead (database
     restarted), it is thrown away and the query runs again through SQLAlchemy, which recognises
     the disconnect, invalidates every pooled connection older than it, and is retried once on a
     fresh connection; errors come out as SQLAlchemy's (a database that is down is a 503).
     """
-    params = {"token_hash": hash_token(token)}
+    params = {"token_hashes": list(token_hashes)}
     try:
-        row = _principal_row_fast(engine, params)
+        rows = _principal_rows_fast(engine, params)
     except psycopg.Error:
-        row = _principal_row_checked(engine, params)
-    if row is None:
-        return None
-    return Principal(user_id=row[0], name=row[1], data_version=row[2])
+        rows = _principal_rows_checked(engine, params)
+    return {row[0]: Principal(user_id=row[1], name=row[2], data_version=row[3]) for row in rows}
 
 
-def _principal_row_fast(engine: Engine, params: dict[str, str]) -> Sequence[Any] | None:
+def _principal_rows_fast(engine: Engine, params: dict[str, list[str]]) -> Sequence[Any]:
     connection = engine.raw_connection()
     try:
         with connection.cursor() as cursor:
-            cursor.execute(_PRINCIPAL_BY_TOKEN_HASH_SQL, params, prepare=True)
-            return cursor.fetchone()
+            cursor.execute(_PRINCIPALS_BY_TOKEN_HASHES_SQL, params, prepare=True)
+            return cursor.fetchall()
     except psycopg.Error:
         connection.invalidate()  # rare; whatever went wrong, never hand this one out again
         raise
@@ -111,15 +129,15 @@ def _principal_row_fast(engine: Engine, params: dict[str, str]) -> Sequence[Any]
         connection.close()
 
 
-def _principal_row_checked(engine: Engine, params: dict[str, str]) -> Sequence[Any] | None:
+def _principal_rows_checked(engine: Engine, params: dict[str, list[str]]) -> Sequence[Any]:
     for attempt in (1, 2):
         try:
             with engine.connect() as connection:
-                return connection.execute(_PRINCIPAL_BY_TOKEN_HASH, params).one_or_none()
+                return connection.execute(_PRINCIPALS_BY_TOKEN_HASHES, params).all()
         except DBAPIError as error:
             if attempt == 2 or not error.connection_invalidated:
                 raise
-    return None  # not reached: the second attempt returns or raises
+    return ()  # not reached: the second attempt returns or raises
 
 
 def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:

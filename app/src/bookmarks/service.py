@@ -12,6 +12,13 @@ keys include it, so:
 * entries of old versions are never read again and leave by LRU or TTL;
 * the check costs no extra round trip, because authentication needs that query anyway.
 
+Concurrent requests of one worker share that query (``principals.SharedChecks``), but only ever
+one that starts after they arrived: a request that finds a check in flight waits for it to end
+and goes with the next one, together with everyone who arrived meanwhile. The shared query's
+snapshot is therefore taken after each of its requests began, so it sees every commit that
+preceded any of them, exactly as a query of their own would; the guarantee below is unchanged,
+and under load a worker runs one query for several requests.
+
 LISTEN/NOTIFY was the alternative: it saves no query here (authentication still reads the
 database), needs a listener thread per worker with its own connection, and leaves a window between
 commit and delivery in which another worker still serves the old value, which is exactly what the
