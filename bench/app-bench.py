@@ -213,6 +213,12 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     parser.add_argument("--connections", default="1,4,8,16,32,64", help="concurrency levels")
     parser.add_argument("--bookmarks", type=int, default=50_000, help="rows for uncached reads")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only scenarios whose name contains one of these comma-separated words"
+        " (the two ceilings and get-one cached always run: the summary needs them)",
+    )
     args = parser.parse_args()
     levels = [int(n) for n in args.connections.split(",")]
     base_url = os.environ["DATABASE_URL"]
@@ -275,6 +281,13 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 ),
             ),
         }
+        wanted = [word for word in args.only.split(",") if word]
+        if wanted:
+            scenarios = {
+                name: value
+                for name, value in scenarios.items()
+                if "ceiling" in name or name == "get-one cached" or any(w in name for w in wanted)
+            }
         # Warm up every worker (imports, connection pools) before measuring.
         for url, script in scenarios.values():
             run_wrk(url, script, 8, 2)
