@@ -80,3 +80,24 @@ def test_killed_master_is_restarted_by_systemd(host):
         time.sleep(0.5)
     else:
         pytest.fail("bookmarks.service did not come back within 20 s after kill -9")
+
+
+def test_deploy_prunes_to_the_kept_number_but_a_rollback_still_has_its_target(host, hostname):
+    releases = "/srv/bookmarks/releases"
+    deployed = run_playbook(
+        "deploy.yml", hostname, "-e", "app_force_release=true", "-e", "app_keep_releases=2"
+    )
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    live = live_release(host)
+    names = sorted(host.file(releases).listdir())
+    earlier_good = [
+        n for n in names if n < live and not host.file(f"{releases}/{n}/.failed").exists
+    ]
+    # The newest two by name stay, and so does the release a rollback goes back to; nothing else.
+    assert set(names) == {*names[-2:], live, *earlier_good[-1:]}
+    assert earlier_good, f"the rollback target was pruned: {names}"
+
+    rolled = run_playbook("rollback.yml", hostname)
+    assert rolled.returncode == 0, rolled.stdout[-3000:]
+    assert live_release(host) == earlier_good[-1]
+    assert status_of(host)["release_id"] == earlier_good[-1]
