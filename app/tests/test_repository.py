@@ -8,13 +8,17 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from bookmarks import repository
+from bookmarks.auth import hash_token
 from bookmarks.errors import ConflictError
 from bookmarks.extensions import db
 from bookmarks.repository import (
     MAX_ID,
     BookmarkRepository,
+    PrincipalQuery,
     UserRepository,
     lookup_principal,
     transaction,
@@ -167,3 +171,41 @@ def test_without_the_idle_ping_a_dead_connection_fails_one_readiness_check(
     assert terminate_other_connections(database_url) >= 1
     assert client.get("/health/ready").status_code == 503
     assert client.get("/health/ready").status_code == 200  # SQLAlchemy dropped the stale pool
+
+
+def test_principal_query_keeps_one_connection_and_survives_the_server_killing_it(
+    app: Flask, make_user: Callable[[str], str], database_url: str
+) -> None:
+    hashes = [hash_token(make_user(name)) for name in ("gus", "hal")]
+    with app.app_context():
+        query = PrincipalQuery(db.engine)
+        assert {p.name for p in query(hashes).values()} == {"gus", "hal"}
+        assert [p.name for p in query(hashes[:1]).values()] == ["gus"]
+        assert db.engine.pool.checkedout() == 1, "one connection, kept between calls"
+        assert terminate_other_connections(database_url) >= 1
+        assert [p.name for p in query(hashes[1:]).values()] == ["hal"], "no error"
+        assert query([hash_token("bm_" + "x" * 43)]) == {}
+        db.engine.dispose()
+        assert db.engine.pool.checkedout() == 0, "disposing the engine releases it"
+
+
+def test_principal_query_hands_its_connection_back_to_the_pool_now_and_then(
+    app: Flask, make_user: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked in and out again, so the pool's recycling, invalidation and idle ping apply."""
+    token_hash = hash_token(make_user("ida"))
+    with app.app_context():
+        checkouts: list[object] = []
+        event.listen(db.engine, "checkout", lambda *args: checkouts.append(args[1]))
+        query = PrincipalQuery(db.engine)
+        for _ in range(3):
+            assert [p.name for p in query([token_hash]).values()] == ["ida"]
+        assert len(checkouts) == 1, "kept for HOLD_SECONDS"
+        monkeypatch.setattr(repository, "HOLD_SECONDS", 0.0)
+        query.release()
+        for _ in range(3):
+            assert [p.name for p in query([token_hash]).values()] == ["ida"]
+        assert len(checkouts) == 4, "handed back and taken again on every call"
+        assert db.engine.pool.checkedout() == 1
+        query.release()
+        assert db.engine.pool.checkedout() == 0

@@ -20,7 +20,7 @@ from bookmarks.auth import Principal, bearer_token
 from bookmarks.errors import AuthError
 from bookmarks.extensions import db
 from bookmarks.principals import SharedChecks
-from bookmarks.repository import lookup_principals
+from bookmarks.repository import PrincipalQuery, lookup_principals
 from bookmarks.schemas import (
     BookmarkInSchema,
     BookmarkPageSchema,
@@ -218,4 +218,6 @@ def init_app(app: Flask) -> None:
     app.extensions[SERVICE_KEY] = BookmarkService(db.session, app.config["CACHE_CONFIG"])
     with app.app_context():
         engine = db.engine
-    app.extensions[CHECKS_KEY] = SharedChecks(lambda hashes: lookup_principals(engine, hashes))
+    app.extensions[CHECKS_KEY] = SharedChecks(
+        PrincipalQuery(engine), lambda hashes: lookup_principals(engine, hashes)
+    )

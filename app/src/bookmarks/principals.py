@@ -16,8 +16,11 @@ that was already in flight when a request arrived is never shared with it, even 
 answer would come sooner: its snapshot may predate the request.
 
 A failed round (database down, pool exhausted) raises in the request that ran it; every other
-member then runs a check of its own, so each request fails or succeeds on its own and with its
-own error, as it would without sharing.
+member then runs a check of its own (``check_alone``, through the pool), so each request fails or
+succeeds on its own and with its own error, as it would without sharing.
+
+Rounds never overlap, so they can all run on one connection that the worker keeps
+(``repository.PrincipalQuery``); checks of their own take one from the pool.
 """
 
 from __future__ import annotations
@@ -43,13 +46,16 @@ class _Round:
 
 
 class SharedChecks:
-    """Resolve tokens with ``check`` (``repository.lookup_principals``), one round at a time.
+    """Resolve tokens with ``check``, one round at a time (``check_alone`` after a failed round).
 
-    One instance per app (a gunicorn worker has one app), shared by its threads.
+    ``check`` is never called by two threads at once; ``check_alone`` may be. Both take token
+    hashes and return the principals of the valid ones (``repository.lookup_principals``). One
+    instance per app (a gunicorn worker has one app), shared by its threads.
     """
 
-    def __init__(self, check: Check) -> None:
+    def __init__(self, check: Check, check_alone: Check | None = None) -> None:
         self._check = check
+        self._check_alone = check_alone or check
         self._lock = threading.Condition(threading.Lock())
         self._open: _Round | None = None  # collecting members; not started
         self._running = False  # a round's query is in flight
@@ -79,7 +85,7 @@ class SharedChecks:
         if lead:
             return self._run(joined).get(token_hash)
         if joined.failed:
-            return self._check((token_hash,)).get(token_hash)
+            return self._check_alone((token_hash,)).get(token_hash)
         return joined.found.get(token_hash)
 
     def _run(self, joined: _Round) -> dict[str, Principal]:
