@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bookmarks import logs
 from bookmarks.auth import generate_token
 from bookmarks.logs import REDACTED, JsonFormatter
 
@@ -110,3 +113,39 @@ def test_extra_fields_and_exceptions_are_included() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["answer"] == 42
     assert "KeyError" in line["exc_info"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain access line",
+        "BeArEr x",
+        "PASSWORD",
+        "my_Secret",
+        "Token",
+        "bm_",
+        "to\u212aen=abc",  # the Kelvin sign: IGNORECASE matches it with "k"
+        "pa\u017fsword=abc",  # the long s matches "s"
+        "t\u00f6ken",
+        "\u0130",
+        "",
+    ],
+)
+def test_the_quick_pre_check_answers_exactly_as_the_pattern(text: str) -> None:
+    assert logs._may_match_a_pattern(text) == bool(logs._MAY_NEED_SCRUBBING.search(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("bearbm_psswecrtokn BEARTKNS\u212a\u017f\u0131-=é")))
+def test_the_quick_pre_check_agrees_with_the_pattern_on_any_text(text: str) -> None:
+    assert logs._may_match_a_pattern(text) == bool(logs._MAY_NEED_SCRUBBING.search(text))
+
+
+def test_a_token_in_one_of_several_fields_is_scrubbed_with_non_ascii_around() -> None:
+    token = generate_token()
+    record = logging.makeLogRecord(
+        {"msg": "request", "levelname": "INFO", "name": "x", "path": "/ünïcode", "note": token}
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["note"] == REDACTED
+    assert line["path"] == "/ünïcode"
