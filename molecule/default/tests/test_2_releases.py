@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +35,44 @@ def test_release_list_shows_manifests(host, hostname):
     listed = run_playbook("rollback.yml", hostname, "-e", "rollback_list=true")
     assert listed.returncode == 0, listed.stdout[-3000:]
     assert f"{live_release(host)}  <- current" in listed.stdout
+
+
+def unit_property(host, name: str) -> str:
+    return host.check_output(f"systemctl show --property={name} --value bookmarks.service")
+
+
+def test_deploy_under_load_hands_over_without_a_restart_or_a_failed_request(host, hostname):
+    """gunicorn re-executes the new release beside the old one; systemd's unit never restarts."""
+    started = unit_property(host, "ActiveEnterTimestampMonotonic")
+    old_master = unit_property(host, "MainPID")
+    host.run("systemctl stop bm-load; systemctl reset-failed bm-load")
+    host.run_expect(
+        [0],
+        "systemd-run --unit=bm-load -p StandardOutput=truncate:/var/tmp/bm-load.txt "
+        "hey -z 300s -c 4 -q 50 -t 10 https://bookmarks.test/health/ready",
+    )
+    time.sleep(2)
+    deployed = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
+    time.sleep(2)
+    host.run_expect([0], "systemctl kill -s INT bm-load")
+    for _ in range(60):
+        if host.run("systemctl is-active --quiet bm-load").rc != 0:
+            break
+        time.sleep(0.5)
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    report = host.file("/var/tmp/bm-load.txt").content_string
+    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", report)}
+    assert statuses.get(200, 0) > 0, report
+    assert set(statuses) == {200}, report
+    assert "Error distribution" not in report, report
+
+    new_master = unit_property(host, "MainPID")
+    assert new_master not in ("0", old_master)
+    assert unit_property(host, "ActiveEnterTimestampMonotonic") == started
+    # The new master runs from the new release (its working directory), not the old one.
+    release_dir = host.file("/srv/bookmarks/current").linked_to
+    assert host.check_output(f"readlink /proc/{new_master}/cwd") == release_dir
+    assert status_of(host)["release_id"] == live_release(host)
 
 
 @pytest.fixture
