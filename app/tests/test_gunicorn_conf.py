@@ -37,7 +37,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert conf.workers == 2 * (os.cpu_count() or 1) + 1
     assert (conf.worker_class, conf.threads) == ("gthread", 4)
     assert (conf.timeout, conf.graceful_timeout, conf.keepalive) == (30, 30, 5)
-    assert (conf.max_requests, conf.max_requests_jitter) == (2000, 200)
+    assert (conf.max_requests, conf.max_requests_jitter) == (50000, 5000)
     assert conf.bind == ["127.0.0.1:8000"]
     assert conf.accesslog is None
     assert callable(conf.child_exit)
