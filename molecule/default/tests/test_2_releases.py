@@ -69,9 +69,10 @@ def test_deploy_under_load_hands_over_without_a_restart_or_a_failed_request(host
     new_master = unit_property(host, "MainPID")
     assert new_master not in ("0", old_master)
     assert unit_property(host, "ActiveEnterTimestampMonotonic") == started
-    # The new master runs from the new release (its working directory), not the old one.
+    # The new master runs the new release's own venv python, not the old release's.
     release_dir = host.file("/srv/bookmarks/current").linked_to
-    assert host.check_output(f"readlink /proc/{new_master}/cwd") == release_dir
+    interpreter = host.file(f"/proc/{new_master}/cmdline").content.split(b"\0")[0].decode()
+    assert interpreter == f"{release_dir}/venv/bin/python"
     assert status_of(host)["release_id"] == live_release(host)
 
 
