@@ -59,7 +59,7 @@ class SharedChecks:
         self._lock = threading.Condition(threading.Lock())
         self._open: _Round | None = None  # collecting members; not started
         self._running = False  # a round's query is in flight
-        # Read by tests and benchmarks: how many rounds ran, and how many requests they served.
+        # Read by the tests: how many rounds ran, and how many requests they served.
         self.rounds = 0
         self.requests = 0
 
