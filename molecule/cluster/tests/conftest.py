@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import testinfra
+
+# The load helper is shared with the other scenarios' tests (molecule/shared/hey_load.py).
+sys.path.insert(0, str(Path(__file__).parents[2] / "shared"))
+from hey_load import LoadGenerator as SharedLoadGenerator  # noqa: E402
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
 DOMAIN = "bookmarks.test"
@@ -49,74 +52,11 @@ def address(name: str) -> str:
     return facts["ansible_default_ipv4"]["address"]
 
 
-@dataclass
-class Load:
-    """What hey reported for a run through the balancer."""
-
-    statuses: dict[int, int]
-    errors: int
-    p99: float
-    slowest: float
-    text: str
-
-    @property
-    def failed(self) -> int:
-        return self.errors + sum(n for code, n in self.statuses.items() if code != 200)
-
-    @property
-    def total(self) -> int:
-        return self.errors + sum(self.statuses.values())
-
-
-class LoadGenerator:
-    """hey on the balancer against https://bookmarks.test/health/ready (nginx, then a web host's
-    gunicorn, then PostgreSQL), in a transient systemd unit so it runs while the test works."""
+class LoadGenerator(SharedLoadGenerator):
+    """hey on the balancer (through nginx, then a web host's gunicorn, then PostgreSQL)."""
 
     def __init__(self, unit: str = "bm-load"):
-        self.lb = node(LB)
-        self.unit = unit
-        self.out = f"/var/tmp/{unit}.txt"
-
-    def start(self, concurrency: int = 4, rate_per_worker: int = 50, seconds: int = 900) -> None:
-        self.lb.run(f"systemctl stop {self.unit}; systemctl reset-failed {self.unit}")
-        self.lb.run_expect(
-            [0],
-            "systemd-run --unit=%s -p StandardOutput=truncate:%s -p StandardError=journal "
-            "hey -z %ss -c %s -q %s -t 10 https://%s/health/ready",
-            self.unit,
-            self.out,
-            str(seconds),
-            str(concurrency),
-            str(rate_per_worker),
-            DOMAIN,
-        )
-        time.sleep(2)
-
-    def stop(self) -> Load:
-        # hey prints its report when interrupted.
-        self.lb.run_expect([0], f"systemctl kill -s INT {self.unit}")
-        for _ in range(60):
-            if self.lb.run(f"systemctl is-active --quiet {self.unit}").rc != 0:
-                break
-            time.sleep(0.5)
-        text = self.lb.file(self.out).content_string
-        return parse_hey(text)
-
-
-def parse_hey(text: str) -> Load:
-    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", text)}
-    errors_part = text.split("Error distribution:")[1] if "Error distribution:" in text else ""
-    errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]", errors_part, re.M))
-    p99 = re.search(r"99%+ in ([\d.]+) secs", text)
-    slowest = re.search(r"Slowest:\s+([\d.]+) secs", text)
-    assert statuses or errors, f"no report from hey:\n{text}"
-    return Load(
-        statuses,
-        errors,
-        float(p99.group(1)) if p99 else 0.0,
-        float(slowest.group(1)) if slowest else 0.0,
-        text,
-    )
+        super().__init__(node(LB), unit)
 
 
 @pytest.fixture(scope="session")

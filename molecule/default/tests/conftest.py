@@ -6,9 +6,14 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+# The load helper is shared with the other scenarios' tests (molecule/shared/hey_load.py).
+sys.path.insert(0, str(Path(__file__).parents[2] / "shared"))
+from hey_load import LoadGenerator  # noqa: E402, F401 (re-exported for the tests)
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
 DOMAIN = "bookmarks.test"

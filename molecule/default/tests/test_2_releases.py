@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, api, run_playbook, status_of
+from conftest import PROJECT, LoadGenerator, api, run_playbook, status_of
 
 
 def live_release(host) -> str:
@@ -45,26 +44,16 @@ def test_deploy_under_load_hands_over_without_a_restart_or_a_failed_request(host
     """gunicorn re-executes the new release beside the old one; systemd's unit never restarts."""
     started = unit_property(host, "ActiveEnterTimestampMonotonic")
     old_master = unit_property(host, "MainPID")
-    host.run("systemctl stop bm-load; systemctl reset-failed bm-load")
-    host.run_expect(
-        [0],
-        "systemd-run --unit=bm-load -p StandardOutput=truncate:/var/tmp/bm-load.txt "
-        "hey -z 300s -c 4 -q 50 -t 10 https://bookmarks.test/health/ready",
-    )
-    time.sleep(2)
-    deployed = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
-    time.sleep(2)
-    host.run_expect([0], "systemctl kill -s INT bm-load")
-    for _ in range(60):
-        if host.run("systemctl is-active --quiet bm-load").rc != 0:
-            break
-        time.sleep(0.5)
+    load = LoadGenerator(host)
+    load.start(seconds=300)
+    try:
+        deployed = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
+    finally:
+        report = load.stop()
     assert deployed.returncode == 0, deployed.stdout[-3000:]
-    report = host.file("/var/tmp/bm-load.txt").content_string
-    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", report)}
-    assert statuses.get(200, 0) > 0, report
-    assert set(statuses) == {200}, report
-    assert "Error distribution" not in report, report
+    assert report.statuses.get(200, 0) > 0, report.text
+    assert set(report.statuses) == {200}, report.text
+    assert report.errors == 0, report.text
 
     new_master = unit_property(host, "MainPID")
     assert new_master not in ("0", old_master)
