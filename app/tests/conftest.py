@@ -29,6 +29,7 @@ from bookmarks import create_app
 from bookmarks.config import TestingConfig
 from bookmarks.extensions import db
 from bookmarks.logs import HANDLER_MARK
+from bookmarks.principals import wait_out_leases
 from bookmarks.repository import UserRepository
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -73,6 +74,15 @@ def drop_database(name: str) -> None:
 def make_app(database_url: str, **overrides: Any) -> Flask:
     """A testing app on ``database_url``; overrides are config fields."""
     return create_app(TestingConfig(DATABASE_URL=database_url, **overrides))
+
+
+def acknowledge(app: Flask) -> None:
+    """What a writer outside the service does after its commit: wait out the read leases.
+
+    The service's own writes do this before they answer (``principals``: read leases); a test
+    that commits behind the app's back must too, before it counts its write as done.
+    """
+    wait_out_leases(app.config["READ_LEASE_SECONDS"])
 
 
 def dispose(app: Flask) -> None:

@@ -21,7 +21,7 @@ PG_URL = "postgresql+psycopg://bookmarks:pw@127.0.0.1:5432/bookmarks"
 @pytest.fixture
 def production_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """A valid production environment that single tests then break."""
-    for name in ("PAGE_SIZE", "LOG_LEVEL", "BOOKMARKS_CONFIG", "FLASK_CONFIG"):
+    for name in ("PAGE_SIZE", "LOG_LEVEL", "BOOKMARKS_CONFIG", "FLASK_CONFIG", "READ_LEASE_MS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SECRET_KEY", STRONG_SECRET)
     monkeypatch.setenv("DATABASE_URL", PG_URL)
@@ -94,6 +94,24 @@ def test_page_size_must_be_a_positive_integer(
 def test_page_size_at_max_is_accepted(production_env: pytest.MonkeyPatch) -> None:
     production_env.setenv("PAGE_SIZE", str(MAX_PAGE_SIZE))
     assert create_app(ProductionConfig).config["PAGE_SIZE"] == MAX_PAGE_SIZE
+
+
+@pytest.mark.parametrize("value", ["-1", "1001", "0.5", "soon"])
+def test_read_lease_must_be_whole_milliseconds_up_to_a_second(
+    production_env: pytest.MonkeyPatch, value: str
+) -> None:
+    production_env.setenv("READ_LEASE_MS", value)
+    with pytest.raises(ConfigError, match="READ_LEASE_MS must be an integer from 0 to 1000"):
+        create_app(ProductionConfig)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 0.02), ("0", 0.0), ("1000", 1.0)])
+def test_read_lease_defaults_to_20_ms_and_may_be_turned_off(
+    production_env: pytest.MonkeyPatch, value: str | None, seconds: float
+) -> None:
+    if value is not None:
+        production_env.setenv("READ_LEASE_MS", value)
+    assert create_app(ProductionConfig).config["READ_LEASE_SECONDS"] == seconds
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """SharedChecks: concurrent requests share the token/version check, and it stays strict.
 
 The first tests drive the rounds with a fake check whose "snapshot" is the value of a counter
-when the check starts, as a query's snapshot is taken when it starts; the last ones run real
-requests on two app instances while a writer that shares nothing with them but the database
-commits, and check every answer against the moment its request started.
+when the check starts, as a query's snapshot is taken when it starts (and the read leases with a
+fake clock); the last ones run real requests on two app instances while a writer that shares
+nothing with them but the database commits (and waits out the leases, as the service's writes
+do), and check every answer against the moment its write was acknowledged.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from flask.testing import FlaskClient
 
 from bookmarks.api import CHECKS_KEY
 from bookmarks.auth import Principal, hash_token
-from bookmarks.principals import SharedChecks
-from conftest import libpq_url
+from bookmarks.principals import SharedChecks, lease_wait
+from conftest import acknowledge, libpq_url
 
 TOKENS = [f"bm_{n:043d}" for n in range(4)]
 WAIT = 10  # seconds; a generous bound, only reached if the code under test is broken
@@ -197,6 +198,105 @@ def test_many_threads_share_rounds_and_each_sees_a_snapshot_from_after_it_arrive
     assert checks.rounds < checks.requests, "the rounds were shared"
 
 
+# -- read leases ----------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_answer_is_leased_from_the_moment_its_query_was_sent() -> None:
+    clock = FakeClock()
+    database = FakeDatabase(hold=0)
+
+    def slow_check(token_hashes: Collection[str]) -> dict[str, Principal]:
+        clock.now += 0.4  # the round trip: the lease is already running
+        return database.check(token_hashes)
+
+    checks = SharedChecks(slow_check, lease=1.0, clock=clock)
+    assert checks.principal(TOKENS[0]).data_version == 1  # sent at 100.0, back at 100.4
+    database.version = 2
+    clock.now = 100.99
+    assert checks.principal(TOKENS[0]).data_version == 1  # leased: no query
+    assert (len(database.calls), checks.leased) == (1, 1)
+    clock.now = 101.0  # one lease after the query was sent, not after it came back
+    assert checks.principal(TOKENS[0]).data_version == 2
+    assert len(database.calls) == 2
+
+
+def test_leases_are_per_token_and_never_for_unknown_or_revoked_tokens() -> None:
+    clock = FakeClock()
+    valid = {hash_token(TOKENS[0]), hash_token(TOKENS[1])}
+    calls: list[frozenset[str]] = []
+
+    def check(token_hashes: Collection[str]) -> dict[str, Principal]:
+        calls.append(frozenset(token_hashes))
+        return {h: Principal(1, "alice", 1) for h in token_hashes if h in valid}
+
+    checks = SharedChecks(check, lease=1.0, clock=clock)
+    assert checks.principal(TOKENS[0]) is not None
+    assert checks.principal(TOKENS[1]) is not None  # its own check: leases are per token
+    assert checks.principal(TOKENS[2]) is None
+    assert checks.principal(TOKENS[2]) is None  # asked again: a new token must work at once
+    assert len(calls) == 4
+    valid.discard(hash_token(TOKENS[0]))  # revoked; the revoker waits the lease out
+    clock.now += 1.0
+    assert checks.principal(TOKENS[0]) is None
+    assert checks.principal(TOKENS[0]) is None
+    assert len(calls) == 6, "a revoked token is asked about every time, like an unknown one"
+
+
+def test_without_a_lease_every_request_checks() -> None:
+    database = FakeDatabase(hold=0)
+    checks = SharedChecks(database.check, lease=0)
+    for _ in range(3):
+        checks.principal(TOKENS[0])
+    assert (len(database.calls), checks.leased) == (3, 0)
+
+
+def test_lease_wait_outlasts_the_lease_on_a_clock_running_slightly_fast() -> None:
+    assert lease_wait(0) == 0
+    assert lease_wait(0.02) >= 0.02 * (1 + 500e-6) + 0.0005
+    assert lease_wait(1.0) > 1.0
+
+
+def test_writes_through_the_service_are_answered_only_after_the_lease(
+    app_factory: Callable[..., Flask], auth: dict[str, str]
+) -> None:
+    client = app_factory(READ_LEASE_MS=200).test_client()
+    started = time.monotonic()
+    created = client.post("/api/bookmarks", json={"url": "https://a.example/"}, headers=auth)
+    assert created.status_code == 201
+    assert time.monotonic() - started >= lease_wait(0.2)
+    started = time.monotonic()
+    path = f"/api/bookmarks/{created.json['id']}"
+    assert client.get(path, headers=auth).status_code == 200
+    assert time.monotonic() - started < 0.2, "reads do not wait"
+
+
+def test_the_wait_is_what_keeps_a_leased_reader_coherent(
+    app_factory: Callable[..., Flask], auth: dict[str, str], database_url: str
+) -> None:
+    """The counterpart of the coherence tests: a writer that skips the wait can be read stale."""
+    writer_app, reader_app = app_factory(READ_LEASE_MS=1000), app_factory(READ_LEASE_MS=1000)
+    created = writer_app.test_client().post(
+        "/api/bookmarks", json={"url": "https://a.example/", "title": "old"}, headers=auth
+    )
+    path = f"/api/bookmarks/{created.json['id']}"
+    reader = reader_app.test_client()
+    assert reader.get(path, headers=auth).json["title"] == "old"  # leased from now on
+    with psycopg.connect(libpq_url(database_url)) as writer:  # commits, does not wait
+        writer.execute("UPDATE bookmarks SET title = 'new'")
+        writer.execute("UPDATE users SET data_version = data_version + 1")
+    assert reader.get(path, headers=auth).json["title"] == "old", "served within its lease"
+    acknowledge(reader_app)
+    assert reader.get(path, headers=auth).json["title"] == "new"
+
+
 # -- real requests, two app instances, a writer that shares only the database ------------------
 
 
@@ -257,6 +357,7 @@ def test_concurrent_reads_on_two_instances_never_predate_a_write_committed_befor
                 with writer.transaction():
                     writer.execute("UPDATE bookmarks SET title = %s", (str(version),))
                     writer.execute("UPDATE users SET data_version = data_version + 1")
+                acknowledge(instances[0])  # as the service's writes do before they answer
                 committed.append((time.monotonic(), version))
                 time.sleep(0.005)
 
@@ -287,6 +388,7 @@ def test_under_concurrent_load_a_revoked_token_is_refused_from_the_next_request_
         time.sleep(0.2)  # let the readers get going (and the caches warm)
         with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
             admin.execute("UPDATE api_tokens SET revoked_at = now()")
+        acknowledge(instances[0])  # as `users revoke` does before it returns
         revoked_at.append(time.monotonic())
         time.sleep(0.2)
 

@@ -23,7 +23,7 @@ from bookmarks.extensions import db
 from bookmarks.metrics import CACHE_REQUESTS
 from bookmarks.models import User
 from bookmarks.service import BookmarkService, VersionedCache
-from conftest import libpq_url
+from conftest import acknowledge, libpq_url
 
 Create = Callable[..., dict[str, Any]]
 
@@ -95,7 +95,7 @@ def test_get_is_coherent_across_instances(
 def test_a_write_committed_by_any_database_client_is_seen_by_the_next_read(
     client: FlaskClient, auth: dict[str, str], create: Create, database_url: str
 ) -> None:
-    """Coherence needs nothing from the writer but its commit: no message, no shared memory."""
+    """Coherence needs nothing from the writer but its commit and the lease's wait: no message."""
     bookmark = create(title="v1")
     path = f"/api/bookmarks/{bookmark['id']}"
     assert client.get(path, headers=auth).json["title"] == "v1"
@@ -103,6 +103,7 @@ def test_a_write_committed_by_any_database_client_is_seen_by_the_next_read(
     with psycopg.connect(libpq_url(database_url)) as writer:  # commits when the block ends
         writer.execute("UPDATE bookmarks SET title = 'v2' WHERE id = %s", (bookmark["id"],))
         writer.execute("UPDATE users SET data_version = data_version + 1 WHERE name = 'alice'")
+    acknowledge(client.application)
     assert client.get(path, headers=auth).json["title"] == "v2"
 
 

@@ -215,9 +215,14 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(blp)
     # JSON Schema's way to say what BookmarkPatchSchema._not_empty enforces.
     api.spec.components.schemas["BookmarkPatch"]["minProperties"] = 1
-    app.extensions[SERVICE_KEY] = BookmarkService(db.session, app.config["CACHE_CONFIG"])
+    lease = app.config["READ_LEASE_SECONDS"]
+    cache_config = app.config["CACHE_CONFIG"]
+    app.extensions[SERVICE_KEY] = BookmarkService(db.session, cache_config, read_lease=lease)
     with app.app_context():
         engine = db.engine
     app.extensions[CHECKS_KEY] = SharedChecks(
-        PrincipalQuery(engine), lambda hashes: lookup_principals(engine, hashes)
+        PrincipalQuery(engine),
+        lambda hashes: lookup_principals(engine, hashes),
+        lease=lease,
+        max_leases=cache_config["max_entries"],
     )

@@ -20,6 +20,8 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# Writes wait the read lease out: a second is already far more than any write should take.
+MAX_LEASE_MS = 1000
 MIN_SECRET_LENGTH = 32
 MIN_SECRET_DISTINCT_CHARS = 8  # same rule as the app role's pre-deploy check
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -159,6 +161,10 @@ class BaseConfig:
     # ``repository.ping_idle_connections``); busier ones are proven alive by the request itself.
     DB_PING_IDLE_SECONDS: int = 10
     DB_STATEMENT_TIMEOUT_MS: int = 5000
+    # How long a worker may answer a token's check from memory; every write waits this long (a
+    # little more) before it is acknowledged (``principals``: read leases). The same on every
+    # host that shares the database; 0 checks the database on every request.
+    READ_LEASE_MS: int = field(default_factory=lambda: _env_int("READ_LEASE_MS", 20))  # type: ignore[arg-type]
     READINESS_TIMEOUT_MS: int = 1000
     VERSION: str = field(default_factory=lambda: _env("BOOKMARKS_VERSION") or _package_version())
     RELEASE_ID: str = field(default_factory=lambda: _env("BOOKMARKS_RELEASE_ID", "unknown"))
@@ -191,6 +197,12 @@ class BaseConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 problems.append(f"{name} must be a non-negative integer, got {value!r}")
+        lease = self.READ_LEASE_MS
+        if not isinstance(lease, int) or isinstance(lease, bool) or not 0 <= lease <= MAX_LEASE_MS:
+            problems.append(
+                f"READ_LEASE_MS must be an integer from 0 to {MAX_LEASE_MS} (every write waits"
+                f" it out), got {lease!r}"
+            )
         if self.STRICT:
             if self.DEBUG:
                 problems.append("DEBUG must be off in production")
@@ -222,6 +234,7 @@ class BaseConfig:
         """Everything Flask and its extensions read from ``app.config``."""
         values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         values["CONFIG_NAME"] = self.NAME
+        values["READ_LEASE_SECONDS"] = self.READ_LEASE_MS / 1000
         values["SQLALCHEMY_DATABASE_URI"] = self.DATABASE_URL
         values["SQLALCHEMY_ENGINE_OPTIONS"] = self.engine_options()
         values["SQLALCHEMY_TRACK_MODIFICATIONS"] = False

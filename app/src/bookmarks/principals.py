@@ -21,16 +21,65 @@ succeeds on its own and with its own error, as it would without sharing.
 
 Rounds never overlap, so they can all run on one connection that the worker keeps
 (``repository.PrincipalQuery``); checks of their own take one from the pool.
+
+Read leases: a check is good for a moment, and writers wait that moment out
+-------------------------------------------------------------------------------------
+Even shared, a round trip per request is most of what a cached read costs. So an answer is
+*leased*: for ``lease`` seconds, counted from the moment its round's query was **sent** (before
+its snapshot was taken), the worker answers that token from memory. In exchange every writer
+waits, after its commit and before it acknowledges the write, for ``lease_wait(lease)``: a little
+longer than any lease can last (``DRIFT`` and ``SLACK`` cover clocks of different hosts running
+at slightly different rates). The guarantee is unchanged for every write the service
+acknowledges: a lease that missed the write was taken before the commit, so it ended before the
+acknowledgement, and a request that starts after the acknowledgement either holds a lease taken
+after the commit (which saw it) or runs a round of its own. This is the "commit wait" that
+lease-based caches and Spanner use: the cost moves from every read to every write (a write
+answers ``lease_wait`` later; reads need no round trip while a lease lasts).
+
+Only found tokens are leased: an unknown token is asked about every time, so a new token works
+at once. The leases use ``CLOCK_BOOTTIME``, which keeps counting while a machine is suspended, so
+a lease cannot outlive its time on a host that slept. ``lease=0`` turns leases off: every request
+then checks the database (strictly linearizable: no read can see a write that a later read
+misses, which leases allow only for reads that overlap the write's wait).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Collection
+
+from cachetools import TLRUCache
 
 from bookmarks.auth import Principal, hash_token
 
 Check = Callable[[Collection[str]], dict[str, Principal]]
+
+# A writer waits out a lease of L seconds for L * (1 + DRIFT) + SLACK seconds: 1 % is twenty
+# times the largest rate error NTP lets a clock have (500 ppm), and SLACK covers the clock's
+# resolution and the moments between reading it and acting on it.
+DRIFT = 0.01
+SLACK = 0.001
+
+
+def lease_clock() -> float:
+    """Seconds on a clock that never goes back and keeps counting through a suspend."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def lease_wait(lease: float) -> float:
+    """How long a writer waits after its commit, so every lease taken before it has ended."""
+    return lease * (1 + DRIFT) + SLACK if lease > 0 else 0.0
+
+
+def wait_out_leases(lease: float) -> None:
+    """Call after a commit and before acknowledging it (``lease``: the readers' lease, seconds)."""
+    if lease > 0:
+        time.sleep(lease_wait(lease))
+
+
+def _lease_expiry(_key: str, value: tuple[Principal, float], _now: float) -> float:
+    return value[1]
 
 
 class _Round:
@@ -50,24 +99,49 @@ class SharedChecks:
 
     ``check`` is never called by two threads at once; ``check_alone`` may be. Both take token
     hashes and return the principals of the valid ones (``repository.lookup_principals``). One
-    instance per app (a gunicorn worker has one app), shared by its threads.
+    instance per app (a gunicorn worker has one app), shared by its threads. A round's answers
+    are leased for ``lease`` seconds (at most ``max_leases`` tokens, least recently used first
+    out); writers must then ``wait_out_leases(lease)`` before acknowledging a commit.
     """
 
-    def __init__(self, check: Check, check_alone: Check | None = None) -> None:
+    def __init__(
+        self,
+        check: Check,
+        check_alone: Check | None = None,
+        *,
+        lease: float = 0.0,
+        max_leases: int = 4096,
+        clock: Callable[[], float] = lease_clock,
+    ) -> None:
         self._check = check
         self._check_alone = check_alone or check
         self._lock = threading.Condition(threading.Lock())
         self._open: _Round | None = None  # collecting members; not started
         self._running = False  # a round's query is in flight
-        # Read by the tests: how many rounds ran, and how many requests they served.
+        self.lease = lease
+        self._clock = clock
+        self._leases: TLRUCache[str, tuple[Principal, float]] = TLRUCache(
+            maxsize=max_leases, ttu=_lease_expiry, timer=clock
+        )
+        # Read by the tests: how many rounds ran, how many requests came, how many a lease served.
         self.rounds = 0
         self.requests = 0
+        self.leased = 0
 
     def principal(self, token: str) -> Principal | None:
-        """The token's user and current ``data_version`` as of a moment after this call began."""
+        """The token's user and current ``data_version`` as of a moment after this call began.
+
+        Or, within a lease, as of a moment less than ``lease`` before it: a moment after every
+        write that was acknowledged before this call began (writers wait the lease out).
+        """
         token_hash = hash_token(token)
         with self._lock:
             self.requests += 1
+            if self.lease > 0:
+                leased = self._leases.get(token_hash)
+                if leased is not None:
+                    self.leased += 1
+                    return leased[0]
             joined = self._open
             if joined is None:
                 joined = self._open = _Round()
@@ -90,6 +164,8 @@ class SharedChecks:
 
     def _run(self, joined: _Round) -> dict[str, Principal]:
         # No one can join any more (the round is no longer open): its hashes are fixed.
+        # The lease counts from before the query is sent, so from before its snapshot.
+        sent = self._clock()
         try:
             joined.found = self._check(joined.hashes)
         except BaseException:
@@ -97,7 +173,18 @@ class SharedChecks:
             raise
         finally:
             with self._lock:
+                if self.lease > 0 and not joined.failed:
+                    self._lease_answers(joined, sent + self.lease)
                 joined.done = True
                 self._running = False
                 self._lock.notify_all()
         return joined.found
+
+    def _lease_answers(self, joined: _Round, expires: float) -> None:
+        # Called with the lock held. A token the round did not find (revoked) loses any lease.
+        for token_hash in joined.hashes:
+            found = joined.found.get(token_hash)
+            if found is None:
+                self._leases.pop(token_hash, None)
+            else:
+                self._leases[token_hash] = (found, expires)

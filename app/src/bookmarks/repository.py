@@ -9,10 +9,10 @@ commit together.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import ARRAY, Engine, String, any_, bindparam, event, func, select, update
@@ -29,6 +29,7 @@ from bookmarks.models import UNIQUE_URL_INDEX, ApiToken, Bookmark, User
 # from the driver instead of a clean 404.
 MAX_ID = 2**63 - 1
 EDITABLE_FIELDS = frozenset({"url", "title", "notes", "tags"})
+T = TypeVar("T")
 
 
 # Built once: constructing a select costs more than running it from psycopg's prepared-statement
@@ -83,9 +84,22 @@ def transaction(session: Session) -> Iterator[Session]:
     write must ask for a transaction explicitly. The session first gives back the autocommit
     connection it may hold (no round trip), then checks one out with the isolation level set for
     this transaction only; the pool restores autocommit when it comes back.
+
+    Its first statement is a ping, retried once on a fresh connection if the first one was dead
+    (the database restarted, or an admin killed it): the failure also drops every older pooled
+    connection. A request answered from a read lease has not run the token query that would have
+    found out first, and a write already waits out the leases, so a round trip here costs little.
     """
-    session.close()
-    session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+    for attempt in (1, 2):
+        session.close()
+        connection = session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+        try:
+            connection.exec_driver_sql("SELECT 1")
+            break
+        except DBAPIError as error:
+            session.rollback()
+            if attempt == 2 or not error.connection_invalidated:
+                raise
     try:
         yield session
         session.commit()
@@ -202,6 +216,22 @@ def _principal_rows_checked(engine: Engine, params: dict[str, list[str]]) -> Seq
             if attempt == 2 or not error.connection_invalidated:
                 raise
     return ()  # not reached: the second attempt returns or raises
+
+
+def once_more_if_disconnected(session: Session, read: Callable[[], T]) -> T:
+    """Run ``read``; if its connection turns out dead, run it once more on a fresh one.
+
+    For reads only (running one twice changes nothing). SQLAlchemy's optimistic disconnect
+    handling: the failed statement invalidates the connection and every older pooled one, and
+    the retry checks out a new one.
+    """
+    try:
+        return read()
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        session.rollback()
+    return read()
 
 
 def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:

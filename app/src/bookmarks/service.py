@@ -51,7 +51,13 @@ from bookmarks.config import CacheConfig
 from bookmarks.errors import NotFoundError
 from bookmarks.metrics import CACHE_HITS, CACHE_MISSES
 from bookmarks.models import Bookmark
-from bookmarks.repository import BookmarkRepository, UserRepository, transaction
+from bookmarks.principals import wait_out_leases
+from bookmarks.repository import (
+    BookmarkRepository,
+    UserRepository,
+    once_more_if_disconnected,
+    transaction,
+)
 from bookmarks.search import SearchIndex
 
 T = TypeVar("T")
@@ -144,8 +150,11 @@ class VersionedCache:
 class BookmarkService:
     """Create, read, list, search, update and delete one user's bookmarks."""
 
-    def __init__(self, session: Session, cache_config: CacheConfig) -> None:
+    def __init__(
+        self, session: Session, cache_config: CacheConfig, *, read_lease: float = 0.0
+    ) -> None:
         self._session = session
+        self._read_lease = read_lease
         self._users = UserRepository(session)
         self._repo = BookmarkRepository(session)
         self._search = SearchIndex(session)
@@ -159,7 +168,7 @@ class BookmarkService:
             bookmark = self._repo.get(principal.user_id, bookmark_id)
             return BookmarkRecord.from_model(bookmark) if bookmark else None
 
-        record = self.cache.get_or_load(self._key(principal, "get", bookmark_id), load)
+        record = self.cache.get_or_load(self._key(principal, "get", bookmark_id), self._read(load))
         if record is None:
             raise NotFoundError("bookmark not found")
         return record
@@ -176,7 +185,8 @@ class BookmarkService:
             items = tuple(BookmarkRecord.from_model(row) for row in rows)
             return PageResult(items=items, total=total, page=page, per_page=per_page)
 
-        return self.cache.get_or_load(self._key(principal, "list", page, per_page, tag), load)
+        key = self._key(principal, "list", page, per_page, tag)
+        return self.cache.get_or_load(key, self._read(load))
 
     def search(
         self, principal: Principal, text: str, *, page: int, per_page: int, tag: str | None = None
@@ -191,7 +201,7 @@ class BookmarkService:
             return PageResult(items=items, total=total, page=page, per_page=per_page)
 
         key = self._key(principal, "search", text, page, per_page, tag)
-        return self.cache.get_or_load(key, load)
+        return self.cache.get_or_load(key, self._read(load))
 
     # -- writes (bump the version in the same transaction) ------------------------------------
     def create(self, principal: Principal, values: Mapping[str, Any]) -> BookmarkRecord:
@@ -219,11 +229,20 @@ class BookmarkService:
 
     @contextmanager
     def _write(self, principal: Principal) -> Iterator[None]:
-        """One transaction: bump the caller's version, run the change, commit both or neither."""
+        """One transaction: bump the caller's version, run the change, commit both or neither.
+
+        Then wait out the read leases (``principals``) before the caller may acknowledge it, so
+        no worker anywhere still answers from a check that predates the commit.
+        """
         with transaction(self._session):
             # First statement of the write: the row lock orders concurrent writes of this user.
             self._users.bump_version(principal.user_id)
             yield
+        wait_out_leases(self._read_lease)
+
+    def _read(self, load: Callable[[], T]) -> Callable[[], T]:
+        """``load``, run once more if its pooled connection was dead (reads are safe to repeat)."""
+        return lambda: once_more_if_disconnected(self._session, load)
 
     @staticmethod
     def _key(principal: Principal, *parts: Hashable) -> tuple[Hashable, ...]:
