@@ -250,6 +250,21 @@ def test_leases_are_per_token_and_never_for_unknown_or_revoked_tokens() -> None:
     assert len(calls) == 6, "a revoked token is asked about every time, like an unknown one"
 
 
+def test_beyond_max_leases_the_lease_that_ends_first_goes() -> None:
+    clock = FakeClock()
+    database = FakeDatabase(hold=0)
+    checks = SharedChecks(database.check, lease=1.0, max_leases=2, clock=clock)
+    for token in TOKENS[:3]:  # three leases, taken in turn: the first one ends first
+        checks.principal(token)
+        clock.now += 0.1
+    assert len(database.calls) == 3
+    checks.principal(TOKENS[2])
+    checks.principal(TOKENS[1])
+    assert len(database.calls) == 3, "the two newest leases are kept"
+    checks.principal(TOKENS[0])
+    assert len(database.calls) == 4, "the first lease was dropped"
+
+
 def test_without_a_lease_every_request_checks() -> None:
     database = FakeDatabase(hold=0)
     checks = SharedChecks(database.check, lease=0)
@@ -375,7 +390,8 @@ def test_concurrent_reads_on_two_instances_never_predate_a_write_committed_befor
     assert late == [], "a read returned a value older than a write committed before it began"
     assert len(seen) > 100
     checks = [app.extensions[CHECKS_KEY] for app in instances]
-    assert sum(c.rounds for c in checks) < sum(c.requests for c in checks), "rounds were shared"
+    served = sum(c.requests + c.leased for c in checks)
+    assert sum(c.rounds for c in checks) < served, "rounds were shared, or leases answered"
 
 
 def test_under_concurrent_load_a_revoked_token_is_refused_from_the_next_request_on(

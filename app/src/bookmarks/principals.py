@@ -49,8 +49,6 @@ import threading
 import time
 from collections.abc import Callable, Collection
 
-from cachetools import TLRUCache
-
 from bookmarks.auth import Principal, hash_token
 
 Check = Callable[[Collection[str]], dict[str, Principal]]
@@ -78,10 +76,6 @@ def wait_out_leases(lease: float) -> None:
         time.sleep(lease_wait(lease))
 
 
-def _lease_expiry(_key: str, value: tuple[Principal, float], _now: float) -> float:
-    return value[1]
-
-
 class _Round:
     """One query's worth of token hashes, and its answer once it has run."""
 
@@ -100,8 +94,9 @@ class SharedChecks:
     ``check`` is never called by two threads at once; ``check_alone`` may be. Both take token
     hashes and return the principals of the valid ones (``repository.lookup_principals``). One
     instance per app (a gunicorn worker has one app), shared by its threads. A round's answers
-    are leased for ``lease`` seconds (at most ``max_leases`` tokens, least recently used first
-    out); writers must then ``wait_out_leases(lease)`` before acknowledging a commit.
+    are leased for ``lease`` seconds (at most ``max_leases`` tokens; beyond that the leases that
+    end soonest go first); writers must then ``wait_out_leases(lease)`` before acknowledging a
+    commit.
     """
 
     def __init__(
@@ -120,10 +115,12 @@ class SharedChecks:
         self._running = False  # a round's query is in flight
         self.lease = lease
         self._clock = clock
-        self._leases: TLRUCache[str, tuple[Principal, float]] = TLRUCache(
-            maxsize=max_leases, ttu=_lease_expiry, timer=clock
-        )
-        # Read by the tests: how many rounds ran, how many requests came, how many a lease served.
+        # token hash -> (principal, when its lease ends); in the order the leases were taken, so
+        # the first one ends first. Read without the lock (one dict lookup is atomic).
+        self._leases: dict[str, tuple[Principal, float]] = {}
+        self._max_leases = max_leases
+        # Read by the tests: how many rounds ran, how many requests needed a check, and how many
+        # a lease answered (counted without a lock: exact only when requests do not overlap).
         self.rounds = 0
         self.requests = 0
         self.leased = 0
@@ -135,13 +132,12 @@ class SharedChecks:
         write that was acknowledged before this call began (writers wait the lease out).
         """
         token_hash = hash_token(token)
+        leased = self._leases.get(token_hash)
+        if leased is not None and self._clock() < leased[1]:
+            self.leased += 1
+            return leased[0]
         with self._lock:
             self.requests += 1
-            if self.lease > 0:
-                leased = self._leases.get(token_hash)
-                if leased is not None:
-                    self.leased += 1
-                    return leased[0]
             joined = self._open
             if joined is None:
                 joined = self._open = _Round()
@@ -181,10 +177,23 @@ class SharedChecks:
         return joined.found
 
     def _lease_answers(self, joined: _Round, expires: float) -> None:
-        # Called with the lock held. A token the round did not find (revoked) loses any lease.
+        # Called with the lock held. A token the round did not find (revoked) loses any lease;
+        # a renewed one moves to the end, so the order stays the order in which leases end.
+        leases = self._leases
         for token_hash in joined.hashes:
+            leases.pop(token_hash, None)
             found = joined.found.get(token_hash)
-            if found is None:
-                self._leases.pop(token_hash, None)
-            else:
-                self._leases[token_hash] = (found, expires)
+            if found is not None:
+                leases[token_hash] = (found, expires)
+        if len(leases) > self._max_leases:
+            self._drop_leases(len(leases) - self._max_leases)
+
+    def _drop_leases(self, excess: int) -> None:
+        # The ended leases go, and if that is not enough, those that end soonest.
+        now = self._clock()
+        leases = self._leases
+        for token_hash, (_, expires) in list(leases.items()):
+            if excess <= 0 and expires > now:
+                break
+            del leases[token_hash]
+            excess -= 1
