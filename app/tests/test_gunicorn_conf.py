@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import signal
@@ -68,8 +69,8 @@ def get(url: str) -> str:
 
 
 @pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Gunicorn with the shipped config, 2 workers, a loopback port: (base url, metrics dir)."""
+def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """Gunicorn with the shipped config, 2 workers, a loopback port: (base url, metrics, log)."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"stale file of a previous run")
@@ -100,15 +101,15 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 time.sleep(0.1)
         else:
             pytest.fail("gunicorn did not answer: " + (tmp_path / "gunicorn.log").read_text())
-        yield base, metrics_dir
+        yield base, metrics_dir, tmp_path / "gunicorn.log"
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
 
 
-def test_metrics_add_up_across_worker_processes(served: tuple[str, Path]) -> None:
-    base, metrics_dir = served
+def test_metrics_add_up_across_worker_processes(served: tuple[str, Path, Path]) -> None:
+    base, metrics_dir, _ = served
     for _ in range(40):
         get(f"{base}/health")
     assert "stale file" not in "".join(
@@ -132,3 +133,19 @@ def test_metrics_add_up_across_worker_processes(served: tuple[str, Path]) -> Non
     # 40 requests plus the readiness polls: whichever worker answered the scrape saw all of them.
     assert counts["200"] >= 40
     assert get(f"{base}/health/ready") == '{"checks":{"database":"ok"},"status":"ready"}\n'
+
+
+def test_every_line_is_json_and_each_request_is_logged_once_by_the_app(
+    served: tuple[str, Path, Path],
+) -> None:
+    base, _, log = served
+    for _ in range(5):
+        get(f"{base}/health")
+    time.sleep(0.2)  # the workers write their lines as the responses go out
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    by_logger = {line["logger"] for line in lines}
+    assert "gunicorn.error" in by_logger, "gunicorn's own messages (worker boots) are JSON too"
+    assert "gunicorn.access" not in by_logger, "no second access line from gunicorn"
+    health = [line for line in lines if line.get("path") == "/health"]
+    assert len(health) >= 5
+    assert all(line["logger"] == "bookmarks.access" for line in health)
