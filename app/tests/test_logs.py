@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -149,3 +150,55 @@ def test_a_token_in_one_of_several_fields_is_scrubbed_with_non_ascii_around() ->
     line = json.loads(JsonFormatter().format(record))
     assert line["note"] == REDACTED
     assert line["path"] == "/ünïcode"
+
+
+@pytest.fixture
+def only_the_json_handler(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[bool], io.StringIO]]:
+    """Route the root logger to the app's JSON handler alone (pytest adds its own beside it).
+
+    Call with ``direct=False`` to add a second handler, which sends access lines the ordinary
+    way (a record through the logger). Returns the buffer the JSON handler writes to.
+    """
+    del app  # installs the handler
+    handler = next(h for h in logging.root.handlers if getattr(h, logs.HANDLER_MARK, False))
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+
+    def route(direct: bool) -> io.StringIO:
+        others = [] if direct else [logging.NullHandler()]
+        monkeypatch.setattr(logging.root, "handlers", [handler, *others])
+        return buffer
+
+    yield route
+    handler.setStream(previous)
+
+
+def test_the_direct_access_line_is_the_line_a_record_would_make(
+    client: FlaskClient, only_the_json_handler: Callable[[bool], io.StringIO]
+) -> None:
+    for direct in (True, False):
+        buffer = only_the_json_handler(direct)
+        client.get("/health", headers={"X-Request-ID": "same-id"})
+    direct_line, record_line = (json.loads(line) for line in buffer.getvalue().splitlines())
+    for line in (direct_line, record_line):
+        del line["ts"], line["duration_ms"]
+    assert list(direct_line.items()) == list(record_line.items())
+    assert direct_line["logger"] == "bookmarks.access"
+
+
+def test_the_direct_access_line_is_scrubbed_and_taken_only_when_alone(
+    app: Flask, only_the_json_handler: Callable[[bool], io.StringIO]
+) -> None:
+    token = generate_token()
+    fields = {"request_id": token, "path": f"/api/bookmarks/{token}", "status": 404}
+    buffer = only_the_json_handler(True)
+    assert logs._write_direct(fields)
+    only_the_json_handler(False)
+    assert not logs._write_direct(fields), "another handler must see the record"
+    (line,) = (json.loads(text) for text in buffer.getvalue().splitlines())
+    assert token not in json.dumps(line)
+    assert line["path"] == f"/api/bookmarks/{REDACTED}"
+    assert line["status"] == 404

@@ -3,30 +3,29 @@
 Why the cache is coherent across workers and hosts
 --------------------------------------------------
 Each user row carries ``data_version``, bumped in the same transaction as every write to that
-user's bookmarks (``UserRepository.bump_version``). Every authenticated request already reads the
-token's user row, and that same query returns ``data_version`` (``Principal.data_version``). Cache
-keys include it, so:
+user's bookmarks (``UserRepository.bump_version``). The check that authenticates a request reads
+the token's user row, and that same query returns ``data_version`` (``Principal.data_version``).
+Cache keys include it, so after a write a request that learns the new version misses every
+entry of the old one; no message has to reach the other workers or hosts, and none can be lost.
+Entries of old versions are never read again and leave by LRU or TTL.
 
-* after a write commits anywhere, every later request reads the new version and misses the entries
-  of the old one; no message has to reach the other workers or hosts, and none can be lost;
-* entries of old versions are never read again and leave by LRU or TTL;
-* the check costs no extra round trip, because authentication needs that query anyway.
+That check is answered from a **read lease** (``principals``): for ``READ_LEASE_MS`` (20 ms) after
+its query was sent, a worker answers the token from memory, and every write waits that long, a
+little more, after its commit and before it answers (``_write``, ``wait_out_leases``; the CLI's
+revocation too). So once a write has been acknowledged, no worker anywhere still holds a lease
+from before its commit: every request that starts later reads the new version, from a lease taken
+after the commit or from a query of its own. Reads cost no round trip while a lease lasts;
+writes answer 20 ms later. Concurrent requests of one worker that need the query share it
+(``principals.SharedChecks``), only ever one that starts after they arrived.
 
-Concurrent requests of one worker share that query (``principals.SharedChecks``), but only ever
-one that starts after they arrived: a request that finds a check in flight waits for it to end
-and goes with the next one, together with everyone who arrived meanwhile. The shared query's
-snapshot is therefore taken after each of its requests began, so it sees every commit that
-preceded any of them, exactly as a query of their own would; the guarantee below is unchanged,
-and under load a worker runs one query for several requests.
+A reader that looked up version *v* before a write committed may store what it read under *v*;
+that entry is only ever served to requests that also hold *v*, i.e. that overlap the write, so
+no request that starts after a write has been acknowledged sees data older than that write.
 
-LISTEN/NOTIFY was the alternative: it saves no query here (authentication still reads the
-database), needs a listener thread per worker with its own connection, and leaves a window between
-commit and delivery in which another worker still serves the old value, which is exactly what the
-service promises never to do.
-
-A reader that looked up version *v* just before a write committed may store what it read under
-*v*; that entry is only ever served to requests that also saw *v*, i.e. that began before the
-commit, so no request that starts after a write sees data older than that write.
+LISTEN/NOTIFY was the alternative: it needs a listener thread per worker with its own
+connection, and leaves a window between commit and delivery, of no known bound (a busy worker
+may not run its listener for a while), in which another worker still serves the old value. A
+lease has a bound, and the writer waits it out.
 
 The cache is a ``cachetools.TTLCache`` (LRU eviction plus per-entry time-to-live), sized from
 ``config.get_cache_config()`` (the seeds' hard-coded 256 entries was a defect), and guarded by a
