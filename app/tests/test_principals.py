@@ -250,9 +250,14 @@ def test_leases_are_per_token_and_never_for_unknown_or_revoked_tokens() -> None:
     assert len(calls) == 6, "a revoked token is asked about every time, like an unknown one"
 
 
-def test_requests_waiting_for_a_round_take_the_lease_it_leaves_instead_of_another_round() -> None:
+@pytest.mark.parametrize(
+    ("lease", "queries"),
+    [(60.0, 1), (0, 2)],
+    ids=["the lease it leaves answers them", "without a lease, one more round for the three"],
+)
+def test_requests_that_waited_for_a_round(lease: float, queries: int) -> None:
     database = FakeDatabase(hold=1)
-    checks = SharedChecks(database.check, lease=60.0)
+    checks = SharedChecks(database.check, lease=lease)
     first, first_outcome = in_thread(lambda: checks.principal(TOKENS[0]))
     assert database.started.wait(WAIT)
     waiting = [in_thread(lambda: checks.principal(TOKENS[0])) for _ in range(3)]
@@ -261,22 +266,8 @@ def test_requests_waiting_for_a_round_take_the_lease_it_leaves_instead_of_anothe
     first.join(WAIT)
     for thread, outcome in waiting:
         thread.join(WAIT)
-        assert outcome["result"] == first_outcome["result"]
-    assert len(database.calls) == 1, "the lease answered them"
-
-
-def test_without_a_lease_requests_waiting_for_a_round_run_the_next_one() -> None:
-    database = FakeDatabase(hold=1)
-    checks = SharedChecks(database.check, lease=0)
-    first, _ = in_thread(lambda: checks.principal(TOKENS[0]))
-    assert database.started.wait(WAIT)
-    waiting = [in_thread(lambda: checks.principal(TOKENS[0])) for _ in range(3)]
-    wait_for(lambda: checks.requests == 4)
-    database.release()
-    first.join(WAIT)
-    for thread, _ in waiting:
-        thread.join(WAIT)
-    assert len(database.calls) == 2, "one more round, shared by the three"
+        assert outcome["result"] == first_outcome["result"]  # nothing committed meanwhile
+    assert len(database.calls) == queries
 
 
 def test_beyond_max_leases_the_lease_that_ends_first_goes() -> None:
