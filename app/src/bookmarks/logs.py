@@ -196,11 +196,6 @@ def configure_logging(app: Flask) -> None:
     if isinstance(formatter, JsonFormatter):
         formatter.add_secrets(app_secrets(app))
     root.setLevel(app.config["LOG_LEVEL"])
-    # No line shows a record's thread or process names (the formatter leaves them out), so
-    # records need not look them up: the Logging HOWTO's "Optimization" switches.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
     # Flask's own app logger would add a second, plain-text handler in debug mode.
     app.logger.handlers.clear()
     app.logger.propagate = True
