@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -202,3 +203,12 @@ def test_the_direct_access_line_is_scrubbed_and_taken_only_when_alone(
     assert token not in json.dumps(line)
     assert line["path"] == f"/api/bookmarks/{REDACTED}"
     assert line["status"] == 404
+
+
+@settings(max_examples=500)
+@given(st.lists(st.floats(min_value=0, max_value=4e9, allow_nan=False), min_size=1, max_size=5))
+def test_timestamps_are_those_of_datetime_in_any_order(moments: list[float]) -> None:
+    # Several moments in turn, seconds apart or not: the remembered second never leaks across.
+    for created in moments:
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert logs._timestamp(created) == expected

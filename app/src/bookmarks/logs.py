@@ -64,18 +64,26 @@ access_log = logging.getLogger("bookmarks.access")
 FIELDS = "bookmarks_fields"
 
 
-def _timestamp(created: float, _last: list[Any] = [None, ""]) -> str:  # noqa: B006 - the memo
+_SECOND_PREFIX: list[tuple[int, str]] = [(-1, "")]  # the last second formatted, and its text
+
+
+def _timestamp(created: float) -> str:
     """``created`` as ISO 8601 UTC with milliseconds; the part up to the second is remembered.
 
     Formatting a datetime was a tenth of a log line's cost, and a busy worker logs hundreds of
-    lines within the same second. A race between threads only computes the prefix twice.
+    lines within the same second. The second and its text are read and replaced as one tuple,
+    so threads racing at a second's turn can only compute it twice, never mix two seconds up.
     """
+    # Rounded to the microsecond as datetime.fromtimestamp rounds, then cut to milliseconds.
     second = int(created)
-    memo = _last
-    if memo[0] != second:
-        memo[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        memo[0] = second
-    return f"{memo[1]}.{int((created - second) * 1000):03d}+00:00"
+    micro = round((created - second) * 1_000_000)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    known, prefix = _SECOND_PREFIX[0]
+    if known != second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND_PREFIX[0] = (second, prefix)
+    return f"{prefix}.{micro // 1000:03d}+00:00"
 
 
 class JsonFormatter(logging.Formatter):
