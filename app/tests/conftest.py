@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bookmarks import create_app
+from bookmarks.cached_reads import CachedReads
 from bookmarks.config import TestingConfig
 from bookmarks.extensions import db
 from bookmarks.logs import HANDLER_MARK
@@ -83,6 +84,14 @@ def acknowledge(app: Flask) -> None:
     that commits behind the app's back must too, before it counts its write as done.
     """
     wait_out_leases(app.config["READ_LEASE_SECONDS"])
+
+
+def cached_reads_of(app: Flask) -> CachedReads:
+    """The app's ``CachedReads`` middleware (its ``answered`` counts what it answered)."""
+    layer: Any = app.wsgi_app
+    while not isinstance(layer, CachedReads):
+        layer = layer.app if hasattr(layer, "app") else layer.wsgi_app
+    return layer
 
 
 def dispose(app: Flask) -> None:

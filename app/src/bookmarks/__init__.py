@@ -62,11 +62,12 @@ def create_app(config_class: type[BaseConfig] | BaseConfig | None = None) -> Fla
     app.config["CACHE_CONFIG"] = config.get_cache_config()
 
     logs.configure_logging(app)
-    middleware.init_app(app)
     init_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
     metrics.init_app(app)
+    # Last: its WSGI middleware goes around everything the others installed (``cached_reads``).
+    middleware.init_app(app)
     cli.init_app(app)
     return app
 

@@ -216,36 +216,41 @@ def _log_request(response: Response) -> Response:
     # The objects behind the proxies, each looked up once.
     context, current = g._get_current_object(), request._get_current_object()
     started = getattr(context, "request_started", None)
-    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
     principal = getattr(context, "principal", None)
-    request_id = getattr(context, "request_id", None)
-    fields = {
-        "request_id": request_id,
-        "method": current.method,
-        # The path only: query strings are user data and are not needed to find a request.
-        "path": current.path,
-        "status": response.status_code,
-        "duration_ms": duration_ms,
-        "remote_addr": current.remote_addr,
-        "user_id": principal.user_id if principal else None,
-        "bytes": response.calculate_content_length(),
-    }
-    if not _write_direct(fields):
-        # ``makeRecord`` and ``handle`` are what ``info`` calls, without looking up the caller's
-        # file and line in the stack (the line does not show them).
-        access_log.handle(
-            access_log.makeRecord(
-                access_log.name,
-                logging.INFO,
-                __file__,
-                0,
-                "request",
-                (),
-                None,
-                extra={"request_id": request_id, FIELDS: fields},
-            )
-        )
+    log_request(
+        {
+            "request_id": getattr(context, "request_id", None),
+            "method": current.method,
+            # The path only: query strings are user data and are not needed to find a request.
+            "path": current.path,
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+            "remote_addr": current.remote_addr,
+            "user_id": principal.user_id if principal else None,
+            "bytes": response.calculate_content_length(),
+        }
+    )
     return response
+
+
+def log_request(fields: dict[str, Any]) -> None:
+    """Write the access line of one request (``fields`` in the order the line shows them)."""
+    if not access_log.isEnabledFor(logging.INFO) or _write_direct(fields):
+        return
+    # ``makeRecord`` and ``handle`` are what ``info`` calls, without looking up the caller's
+    # file and line in the stack (the line does not show them).
+    access_log.handle(
+        access_log.makeRecord(
+            access_log.name,
+            logging.INFO,
+            __file__,
+            0,
+            "request",
+            (),
+            None,
+            extra={"request_id": fields.get("request_id"), FIELDS: fields},
+        )
+    )
 
 
 def _write_direct(fields: dict[str, Any]) -> bool:

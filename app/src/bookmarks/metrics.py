@@ -121,12 +121,18 @@ def _series(method: str, endpoint: str, status: str) -> tuple[Any, Any]:
     return series
 
 
+def observe(method: str, endpoint: str, status: str, seconds: float) -> None:
+    """Count one answered request and its duration (``endpoint``: the route's pattern)."""
+    count, latency = _series(method, endpoint, status)
+    count.inc()
+    latency.observe(seconds)
+
+
 def _observe(response: Response) -> Response:
     started = g.get("request_started")
     if started is not None:
-        count, latency = _series(request.method, _endpoint_label(), str(response.status_code))
-        count.inc()
-        latency.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        observe(request.method, _endpoint_label(), str(response.status_code), seconds)
     return response
 
 

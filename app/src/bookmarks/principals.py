@@ -132,10 +132,9 @@ class SharedChecks:
         write that was acknowledged before this call began (writers wait the lease out).
         """
         token_hash = hash_token(token)
-        leased = self._leases.get(token_hash)
-        if leased is not None and self._clock() < leased[1]:
-            self.leased += 1
-            return leased[0]
+        leased = self.from_lease(token_hash)
+        if leased is not None:
+            return leased
         with self._lock:
             self.requests += 1
             joined = self._open
@@ -163,6 +162,14 @@ class SharedChecks:
         if joined.failed:
             return self._check_alone((token_hash,)).get(token_hash)
         return joined.found.get(token_hash)
+
+    def from_lease(self, token_hash: str) -> Principal | None:
+        """The principal of a token hash while its lease lasts, else ``None`` (no query)."""
+        leased = self._leases.get(token_hash)
+        if leased is not None and self._clock() < leased[1]:
+            self.leased += 1
+            return leased[0]
+        return None
 
     def _run(self, joined: _Round) -> dict[str, Principal]:
         # No one can join any more (the round is no longer open): its hashes are fixed.

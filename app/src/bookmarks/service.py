@@ -136,6 +136,18 @@ class VersionedCache:
             self._cache[key] = value
         return value
 
+    def get_cached(self, key: Hashable) -> Any:
+        """The cached value for ``key`` (counted as a hit), or ``None`` if there is none.
+
+        A cached ``None`` also gives ``None`` and is not counted: the caller then asks
+        ``get_or_load``, which counts it.
+        """
+        with self._lock:
+            value = self._cache.get(key)
+        if value is not None:
+            CACHE_HITS.inc()
+        return value
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._cache)
@@ -171,6 +183,10 @@ class BookmarkService:
         if record is None:
             raise NotFoundError("bookmark not found")
         return record
+
+    def cached_get(self, principal: Principal, bookmark_id: int) -> BookmarkRecord | None:
+        """The bookmark ``get`` would return, if the cache already holds it; else ``None``."""
+        return self.cache.get_cached(self._key(principal, "get", bookmark_id))
 
     def list(
         self, principal: Principal, *, page: int, per_page: int, tag: str | None = None
