@@ -22,6 +22,9 @@ A reader that looked up version *v* before a write committed may store what it r
 that entry is only ever served to requests that also hold *v*, i.e. that overlap the write, so
 no request that starts after a write has been acknowledged sees data older than that write.
 
+The cached single reads of leased tokens are answered below Flask (``cached_reads``), from the
+same lease and the same cache keys, so everything above holds for them too.
+
 LISTEN/NOTIFY was the alternative: it needs a listener thread per worker with its own
 connection, and leaves a window between commit and delivery, of no known bound (a busy worker
 may not run its listener for a while), in which another worker still serves the old value. A
