@@ -216,3 +216,27 @@ def log_lines(app: Flask) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     previous = handler.setStream(buffer)
     yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
     handler.setStream(previous)
+
+
+@pytest.fixture
+def only_the_json_handler(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[bool], io.StringIO]]:
+    """Route the root logger to the app's JSON handler alone (pytest adds its own beside it).
+
+    Call with ``direct=False`` to add a second handler, which sends access lines the ordinary
+    way (a record through the logger). Returns the buffer the JSON handler writes to.
+    """
+    del app  # installs the handler
+    handler = next(h for h in logging.root.handlers if getattr(h, HANDLER_MARK, False))
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+
+    def route(direct: bool) -> io.StringIO:
+        others = [] if direct else [logging.NullHandler()]
+        monkeypatch.setattr(logging.root, "handlers", [handler, *others])
+        return buffer
+
+    yield route
+    handler.setStream(previous)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
 
-from bookmarks import logs
 from bookmarks.cached_reads import ENDPOINT
 from conftest import cached_reads_of
 
@@ -37,20 +35,14 @@ def cache_hits() -> float:
 
 
 @pytest.fixture
-def access_lines(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list]]:
-    """The access lines the JSON handler writes, with the root logger routed to it alone."""
-    del app  # installs the handler
-    handler = next(h for h in logging.root.handlers if getattr(h, logs.HANDLER_MARK, False))
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    monkeypatch.setattr(logging.root, "handlers", [handler])
-    yield lambda: [
+def access_lines(only_the_json_handler: Callable[[bool], io.StringIO]) -> Callable[[], list]:
+    """The access lines the JSON handler writes (the root logger routed to it alone)."""
+    buffer = only_the_json_handler(True)
+    return lambda: [
         line
         for line in map(json.loads, buffer.getvalue().splitlines())
         if line["logger"] == "bookmarks.access"
     ]
-    handler.setStream(previous)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,30 +151,6 @@ def test_a_token_in_one_of_several_fields_is_scrubbed_with_non_ascii_around() ->
     line = json.loads(JsonFormatter().format(record))
     assert line["note"] == REDACTED
     assert line["path"] == "/ünïcode"
-
-
-@pytest.fixture
-def only_the_json_handler(
-    app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[bool], io.StringIO]]:
-    """Route the root logger to the app's JSON handler alone (pytest adds its own beside it).
-
-    Call with ``direct=False`` to add a second handler, which sends access lines the ordinary
-    way (a record through the logger). Returns the buffer the JSON handler writes to.
-    """
-    del app  # installs the handler
-    handler = next(h for h in logging.root.handlers if getattr(h, logs.HANDLER_MARK, False))
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-
-    def route(direct: bool) -> io.StringIO:
-        others = [] if direct else [logging.NullHandler()]
-        monkeypatch.setattr(logging.root, "handlers", [handler, *others])
-        return buffer
-
-    yield route
-    handler.setStream(previous)
 
 
 def test_the_direct_access_line_is_the_line_a_record_would_make(
