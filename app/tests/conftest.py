@@ -21,6 +21,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
+from prometheus_client import REGISTRY
 from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -84,6 +85,11 @@ def acknowledge(app: Flask) -> None:
     that commits behind the app's back must too, before it counts its write as done.
     """
     wait_out_leases(app.config["READ_LEASE_SECONDS"])
+
+
+def cache_hits() -> float:
+    """How many reads the service's caches answered so far (the single-process registry)."""
+    return REGISTRY.get_sample_value("bookmarks_cache_requests_total", {"result": "hit"}) or 0.0
 
 
 def cached_reads_of(app: Flask) -> CachedReads:

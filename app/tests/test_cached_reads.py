@@ -17,8 +17,8 @@ import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
 
-from bookmarks.cached_reads import ENDPOINT
-from conftest import cached_reads_of
+from bookmarks.api import ITEM_ENDPOINT
+from conftest import cache_hits, cached_reads_of
 
 
 def served(app: Flask) -> int:
@@ -26,12 +26,8 @@ def served(app: Flask) -> int:
 
 
 def requests_counted(status: str = "200") -> float:
-    labels = {"method": "GET", "endpoint": ENDPOINT, "status": status}
+    labels = {"method": "GET", "endpoint": ITEM_ENDPOINT, "status": status}
     return REGISTRY.get_sample_value("bookmarks_http_requests_total", labels) or 0.0
-
-
-def cache_hits() -> float:
-    return REGISTRY.get_sample_value("bookmarks_cache_requests_total", {"result": "hit"}) or 0.0
 
 
 @pytest.fixture

@@ -20,20 +20,15 @@ from bookmarks import create_app
 from bookmarks.api import SERVICE_KEY
 from bookmarks.config import ProductionConfig
 from bookmarks.extensions import db
-from bookmarks.metrics import CACHE_REQUESTS
 from bookmarks.models import User
 from bookmarks.service import BookmarkService, VersionedCache
-from conftest import acknowledge, libpq_url
+from conftest import acknowledge, cache_hits, libpq_url
 
 Create = Callable[..., dict[str, Any]]
 
 
 def cache_of(app: Flask) -> VersionedCache:
     return app.extensions[SERVICE_KEY].cache
-
-
-def hits() -> float:
-    return CACHE_REQUESTS.labels(result="hit")._value.get()
 
 
 @pytest.fixture
@@ -65,10 +60,10 @@ def test_repeated_reads_are_served_from_the_cache(
     app: Flask, client: FlaskClient, auth: dict[str, str], create: Create
 ) -> None:
     bookmark = create()
-    before = hits()
+    before = cache_hits()
     for _ in range(3):
         assert client.get(f"/api/bookmarks/{bookmark['id']}", headers=auth).status_code == 200
-    assert hits() - before == 2
+    assert cache_hits() - before == 2
     # Proof the second and third reads did not query: a change that bypasses the service (and so
     # does not bump data_version) is invisible to this app until the next real write.
     with app.app_context():
@@ -144,10 +139,10 @@ def test_writes_by_one_user_keep_other_users_cache(
     bob = {"Authorization": f"Bearer {make_user('bob')}"}
     client.post("/api/bookmarks", json={"url": "https://bob.example/"}, headers=bob)
     client.get("/api/bookmarks", headers=bob)
-    before = hits()
+    before = cache_hits()
     create("https://alice.example/")
     client.get("/api/bookmarks", headers=bob)
-    assert hits() - before == 1
+    assert cache_hits() - before == 1
 
 
 def test_each_write_bumps_the_version_once_and_a_failed_write_not_at_all(

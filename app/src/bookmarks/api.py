@@ -34,12 +34,16 @@ from bookmarks.schemas import (
 from bookmarks.service import BookmarkRecord, BookmarkService, PageResult
 
 SERVICE_KEY = "bookmarks.service"
+URL_PREFIX = "/api/bookmarks"
+# One bookmark's route, below URL_PREFIX; ``ITEM_ENDPOINT`` is how the metrics label it.
+ITEM_RULE = "/<int:bookmark_id>"
+ITEM_ENDPOINT = URL_PREFIX + ITEM_RULE
 CHECKS_KEY = "bookmarks.checks"
 
 blp = Blueprint(
     "bookmarks",
     __name__,
-    url_prefix="/api/bookmarks",
+    url_prefix=URL_PREFIX,
     description="Your bookmarks. Every call needs `Authorization: Bearer <token>`.",
 )
 
@@ -168,7 +172,7 @@ class BookmarkCollection(MethodView):
         return record, 201, {"Location": location}
 
 
-@blp.route("/<int:bookmark_id>")
+@blp.route(ITEM_RULE)
 class BookmarkItem(MethodView):
     """Read, replace, change and delete one bookmark."""
 
@@ -237,5 +241,7 @@ def init_app(app: Flask) -> None:
         checks,
         app.extensions[SERVICE_KEY],
         lambda record: record_body(json, record),
-        json.mimetype,  # type: ignore[attr-defined]
+        mimetype=json.mimetype,  # type: ignore[attr-defined]
+        prefix=URL_PREFIX + "/",
+        endpoint=ITEM_ENDPOINT,
     )

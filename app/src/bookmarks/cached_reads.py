@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bookmarks import logs, metrics
 from bookmarks.auth import bearer_token, hash_token
+from bookmarks.middleware import REQUEST_ID_ENVIRON
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -30,14 +31,14 @@ if TYPE_CHECKING:
     from bookmarks.principals import SharedChecks
     from bookmarks.service import BookmarkService
 
-PREFIX = "/api/bookmarks/"
-# The view's route, as the metrics label it (``metrics._endpoint_label``).
-ENDPOINT = "/api/bookmarks/<int:bookmark_id>"
 RenderBody = Callable[[Any], bytes]
 
 
 class CachedReads:
-    """WSGI middleware serving cached ``GET /api/bookmarks/<id>`` for leased tokens."""
+    """WSGI middleware serving cached ``GET <prefix><id>`` for leased tokens.
+
+    ``endpoint`` is the view's route as the metrics label it (``metrics._endpoint_label``).
+    """
 
     def __init__(
         self,
@@ -45,9 +46,14 @@ class CachedReads:
         checks: SharedChecks,
         service: BookmarkService,
         render: RenderBody,
+        *,
         mimetype: str,
+        prefix: str,
+        endpoint: str,
     ) -> None:
         self.wsgi_app = wsgi_app
+        self._prefix = prefix
+        self._endpoint = endpoint
         self._checks = checks
         self._service = service
         self._render = render
@@ -58,7 +64,7 @@ class CachedReads:
         """Answer from the cache when everything is known already, else hand over to Flask."""
         if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING"):
             path = environ.get("PATH_INFO", "")
-            if path.startswith(PREFIX):
+            if path.startswith(self._prefix):
                 answer = self._answer(environ, path, start_response)
                 if answer is not None:
                     return answer
@@ -68,7 +74,7 @@ class CachedReads:
         self, environ: WSGIEnvironment, path: str, start_response: StartResponse
     ) -> list[bytes] | None:
         started = time.perf_counter()
-        digits = path[len(PREFIX) :]
+        digits = path[len(self._prefix) :]
         # What Flask's <int:...> converter matches, in its one spelling: ASCII digits, no zeros
         # in front (anything else goes to Flask, which answers it as it always has).
         if not (digits.isascii() and digits.isdigit()) or (digits[0] == "0" and digits != "0"):
@@ -92,17 +98,15 @@ class CachedReads:
             [("Content-Type", self._mimetype), ("Content-Length", str(len(body)))],
         )
         self.answered += 1
-        metrics.observe("GET", ENDPOINT, "200", time.perf_counter() - started)
+        metrics.observe("GET", self._endpoint, "200", time.perf_counter() - started)
         logs.log_request(
-            {
-                "request_id": environ.get("bookmarks.request_id"),
-                "method": "GET",
-                "path": path,
-                "status": 200,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "remote_addr": environ.get("REMOTE_ADDR"),
-                "user_id": principal.user_id,
-                "bytes": len(body),
-            }
+            request_id=environ.get(REQUEST_ID_ENVIRON),
+            method="GET",
+            path=path,
+            status=200,
+            started=started,
+            remote_addr=environ.get("REMOTE_ADDR"),
+            user_id=principal.user_id,
+            size=len(body),
         )
         return [body]

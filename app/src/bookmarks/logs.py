@@ -53,8 +53,8 @@ def _may_match_a_pattern(text: str) -> bool:
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and goes into the line.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
-_NUMBERS = frozenset({int, float, bool})  # what json.dumps builds anew for every call
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # what json.dumps builds anew for every call
+_NUMBERS = frozenset({int, float, bool})  # values written as they are, never scrubbed
 HANDLER_MARK = "_bookmarks_json_handler"
 
 access_log = logging.getLogger("bookmarks.access")
@@ -215,27 +215,46 @@ def _log_request(response: Response) -> Response:
         return response
     # The objects behind the proxies, each looked up once.
     context, current = g._get_current_object(), request._get_current_object()
-    started = getattr(context, "request_started", None)
     principal = getattr(context, "principal", None)
     log_request(
-        {
-            "request_id": getattr(context, "request_id", None),
-            "method": current.method,
-            # The path only: query strings are user data and are not needed to find a request.
-            "path": current.path,
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-            "remote_addr": current.remote_addr,
-            "user_id": principal.user_id if principal else None,
-            "bytes": response.calculate_content_length(),
-        }
+        request_id=getattr(context, "request_id", None),
+        method=current.method,
+        path=current.path,
+        status=response.status_code,
+        started=getattr(context, "request_started", None),
+        remote_addr=current.remote_addr,
+        user_id=principal.user_id if principal else None,
+        size=response.calculate_content_length(),
     )
     return response
 
 
-def log_request(fields: dict[str, Any]) -> None:
-    """Write the access line of one request (``fields`` in the order the line shows them)."""
-    if not access_log.isEnabledFor(logging.INFO) or _write_direct(fields):
+def log_request(
+    *,
+    request_id: str | None,
+    method: str,
+    path: str,
+    status: int,
+    started: float | None,
+    remote_addr: str | None,
+    user_id: int | None,
+    size: int | None,
+) -> None:
+    """Write the access line of one request (``started``: its ``time.perf_counter()``)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        # The path only: query strings are user data and are not needed to find a request.
+        "path": path,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "remote_addr": remote_addr,
+        "user_id": user_id,
+        "bytes": size,
+    }
+    if _write_direct(fields):
         return
     # ``makeRecord`` and ``handle`` are what ``info`` calls, without looking up the caller's
     # file and line in the stack (the line does not show them).
@@ -248,7 +267,7 @@ def log_request(fields: dict[str, Any]) -> None:
             "request",
             (),
             None,
-            extra={"request_id": fields.get("request_id"), FIELDS: fields},
+            extra={"request_id": request_id, FIELDS: fields},
         )
     )
 

@@ -146,9 +146,9 @@ class SharedChecks:
                 # The round that just ended may have leased this token. Its query started before
                 # this request, but within the lease, which is all a lease needs: no need to run
                 # ours (the token stays in it, harmlessly, if someone else does).
-                leased = self._leases.get(token_hash)
-                if leased is not None and self._clock() < leased[1]:
-                    return leased[0]
+                leased = self._lease_of(token_hash)
+                if leased is not None:
+                    return leased
             if not joined.done:
                 # Nothing in flight and our round has not run: it starts now, with us.
                 self._open = None
@@ -165,11 +165,14 @@ class SharedChecks:
 
     def from_lease(self, token_hash: str) -> Principal | None:
         """The principal of a token hash while its lease lasts, else ``None`` (no query)."""
-        leased = self._leases.get(token_hash)
-        if leased is not None and self._clock() < leased[1]:
+        leased = self._lease_of(token_hash)
+        if leased is not None:
             self.leased += 1
-            return leased[0]
-        return None
+        return leased
+
+    def _lease_of(self, token_hash: str) -> Principal | None:
+        leased = self._leases.get(token_hash)
+        return leased[0] if leased is not None and self._clock() < leased[1] else None
 
     def _run(self, joined: _Round) -> dict[str, Principal]:
         # No one can join any more (the round is no longer open): its hashes are fixed.

@@ -90,16 +90,13 @@ def transaction(session: Session) -> Iterator[Session]:
     connection. A request answered from a read lease has not run the token query that would have
     found out first, and a write already waits out the leases, so a round trip here costs little.
     """
-    for attempt in (1, 2):
-        session.close()
+    session.close()
+
+    def begin() -> None:
         connection = session.connection(execution_options={"isolation_level": "READ COMMITTED"})
-        try:
-            connection.exec_driver_sql("SELECT 1")
-            break
-        except DBAPIError as error:
-            session.rollback()
-            if attempt == 2 or not error.connection_invalidated:
-                raise
+        connection.exec_driver_sql("SELECT 1")
+
+    once_more_if_disconnected(session, begin)
     try:
         yield session
         session.commit()
