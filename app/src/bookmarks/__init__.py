@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 
-from bookmarks import api, cli, logs, metrics, middleware, ops
+from bookmarks import api, cli, index, logs, metrics, middleware, ops
 from bookmarks.config import BaseConfig, config_class_from_env
 from bookmarks.errors import register_errorhandlers
 from bookmarks.extensions import db, migrate
@@ -87,9 +87,10 @@ def init_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """The API (with its OpenAPI document) and the ops endpoints."""
+    """The API (with its OpenAPI document), the ops endpoints and the index at ``/``."""
     api.init_app(app)
     ops.init_app(app)
+    index.init_app(app)
 
 
 def migrations_dir() -> Path:
