@@ -26,9 +26,15 @@ CA_BUNDLE = "/var/tmp/pebble-root.pem"
 ANSIBLE_LOG_PATH = os.environ.pop("ANSIBLE_LOG_PATH", None)
 
 
+# The same tests run against the real VM of tests/vm/run.sh, which names its inventory directory
+# and vault id here (as an operator passes them: `-i inventories/mine --vault-id mine@...`).
+VM_INVENTORY = os.environ.get("BM_INVENTORY", "")
+VM_VAULT_ID = os.environ.get("BM_VAULT_ID", "")
+
+
 def inventory() -> str:
-    """Molecule's inventory directory (its hosts plus the scenario's group_vars link)."""
-    return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
+    """The inventory directory: the VM's, or molecule's (its hosts plus the group_vars link)."""
+    return VM_INVENTORY or str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 
 
 def run_playbook(playbook: str, host: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -37,6 +43,7 @@ def run_playbook(playbook: str, host: str, *extra: str) -> subprocess.CompletedP
         "ansible-playbook",
         "-i",
         inventory(),
+        *(["--vault-id", VM_VAULT_ID] if VM_VAULT_ID else []),
         str(PROJECT / "playbooks" / playbook),
         "--limit",
         host,

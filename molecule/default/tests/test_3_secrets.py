@@ -40,9 +40,14 @@ print(len(values), " ".join(hits))
 
 @pytest.fixture(scope="module")
 def vault_values() -> list[str]:
-    password = (SCENARIO / "vault-password.test-only").read_bytes().strip()
+    # The VM's run (tests/vm/run.sh) makes its own vault; molecule's is the scenario's.
+    password_file = Path(
+        os.environ.get("BM_VAULT_PASSWORD_FILE", SCENARIO / "vault-password.test-only")
+    )
+    vault_file = Path(os.environ.get("BM_VAULT_FILE", SCENARIO / "group_vars/all/vault.yml"))
+    password = password_file.read_bytes().strip()
     vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(password))])
-    data = yaml.safe_load(vault.decrypt((SCENARIO / "group_vars/all/vault.yml").read_bytes()))
+    data = yaml.safe_load(vault.decrypt(vault_file.read_bytes()))
     values = [str(v) for k, v in data.items() if k.startswith("vault_")]
     assert len(values) == 2
     assert all(len(v) >= 16 for v in values)

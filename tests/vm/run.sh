@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The real-VM run (tests/vm/README.md): a Debian 12 VM reached over SSH as the sudo user `debian`,
+# converged with the README's commands and the repository's ansible.cfg, then checked: idempotence,
+# check mode, PrivateUsers=, the whole-stack tests, a reboot. The VM is removed at the end unless
+# BM_VM_KEEP=1. Arguments go to every pytest run (e.g. -x).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$repo"
+export PATH=$repo/.venv/bin:$PATH
+name=${BM_VM_NAME:-vmtest}
+host=vm-bookworm
+here=tests/vm
+state=.cache/vm/$name
+inv=.cache/vm-inventories/$name
+password_file=$here/vault-password.test-only
+vault_id=vm@$password_file
+step=scripts/step.sh
+
+cleanup() {
+  if [ "${BM_VM_KEEP:-0}" = 1 ]; then
+    echo "[vm-test] the VM stays up (BM_VM_KEEP=1): scripts/vm.sh ssh $name; remove it with scripts/vm.sh down $name"
+  else
+    scripts/vm.sh down "$name" || true
+  fi
+}
+trap cleanup EXIT
+
+# A VM of an interrupted run would hold the name.
+scripts/vm.sh down "$name" >/dev/null 2>&1 || true
+$step "boot the VM" scripts/vm.sh up "$name" --suite bookworm
+# shellcheck source=/dev/null
+. "$state/ports.env"
+
+# README: cp -r inventories/production inventories/mine, then edit hosts.yml and vars.yml.
+rm -rf "$inv"
+mkdir -p "$(dirname "$inv")"
+cp -r inventories/production "$inv"
+key=$(sed -n 's/^ *ansible_ssh_private_key_file: *//p' "$state/inventory.yml" | head -n 1 | tr -d "\"'")
+cat >"$inv/hosts.yml" <<YAML
+---
+# The VM of tests/vm/run.sh: all-in-one, reached over SSH on 127.0.0.1 as the sudo user debian.
+all:
+  children:
+    web:
+      hosts:
+        $host:
+          ansible_host: 127.0.0.1
+          ansible_port: $VM_SSH_PORT
+          ansible_user: debian
+          ansible_ssh_private_key_file: $key
+          # Every VM makes its own host keys at first boot; there is nothing to pin them to.
+          ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+    db:
+      hosts:
+        $host:
+YAML
+cp "$here/vm-test-only.yml" "$inv/group_vars/all/"
+# README: ansible-vault create --vault-id mine@prompt .../vault.yml, with fresh random values.
+umask 077
+python3 - >"$inv/group_vars/all/vault.yml" <<'PY'
+import secrets
+print("---")
+print(f"vault_app_secret_key: {secrets.token_urlsafe(48)}")
+print(f"vault_app_database_password: {secrets.token_urlsafe(24)}")
+PY
+ansible-vault encrypt --vault-id "$vault_id" "$inv/group_vars/all/vault.yml" >/dev/null
+umask 022
+
+# Everything Ansible prints in this run goes to one log, which the secrets test reads.
+export ANSIBLE_LOG_PATH=$repo/$state/ansible.log
+rm -f "$ANSIBLE_LOG_PATH"
+# The fact cache is the repository's (ansible.cfg); a VM of an earlier run had other facts.
+rm -f ".cache/facts/$host"
+
+$step "test fixtures in the VM (Pebble)" \
+  ansible-playbook -i "$inv" --vault-id "$vault_id" "$here/prepare.yml"
+$step "site.yml over SSH as debian (the README's command)" \
+  ansible-playbook -i "$inv" --vault-id "$vault_id" playbooks/site.yml
+
+export BM_INVENTORY=$repo/$inv BM_VAULT_ID=$vault_id BM_VM_NAME=$name
+export BM_VAULT_FILE=$repo/$inv/group_vars/all/vault.yml BM_VAULT_PASSWORD_FILE=$repo/$password_file
+# testinfra reads the inventory (ansible-inventory decrypts it) and then talks SSH itself, with sudo.
+export ANSIBLE_VAULT_PASSWORD_FILE=$repo/$password_file
+pytest_args=(-p no:cacheprovider -v --hosts="ansible://$host" --ansible-inventory="$inv" --sudo "$@")
+$step "VM checks: idempotence, check mode, the unit's sandbox" \
+  pytest "${pytest_args[@]}" "$here/test_1_converged.py"
+# The whole-stack tests apply to one host as they are, but for the load test (hey under emulation
+# measures the emulator) and the pruning test (the default scenario proves it).
+$step "whole-stack tests over SSH" \
+  pytest "${pytest_args[@]}" -k "not under_load and not prunes" \
+  molecule/default/tests/test_platform.py molecule/default/tests/test_1_stack.py \
+  molecule/default/tests/test_2_releases.py molecule/default/tests/test_3_secrets.py
+$step "reboot: every service comes back with its data" \
+  pytest "${pytest_args[@]}" "$here/test_9_reboot.py"

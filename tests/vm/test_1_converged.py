@@ -1,0 +1,47 @@
+"""The converged VM, over SSH as the sudo user: nothing left to change, and the app's sandbox."""
+
+from __future__ import annotations
+
+import re
+
+from stack import run_playbook
+
+
+def recap(out: str, host: str) -> dict[str, int]:
+    """The host's counts from PLAY RECAP (the timer callback repeats it; both must agree)."""
+    lines = re.findall(rf"^{re.escape(host)}\s*:\s*(.*)$", out, re.M)
+    assert lines, out[-3000:]
+    counts = [dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", line)) for line in lines]
+    assert all(c == counts[0] for c in counts), lines
+    return counts[0]
+
+
+def test_second_site_run_changes_nothing(hostname):
+    result = run_playbook("site.yml", hostname)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    counts = recap(result.stdout, hostname)
+    assert counts["changed"] == 0, result.stdout[-5000:]
+    assert counts["failed"] == 0
+
+
+def test_check_mode_with_diff_changes_nothing(hostname):
+    result = run_playbook("site.yml", hostname, "--check", "--diff")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    counts = recap(result.stdout, hostname)
+    assert counts["changed"] == 0, result.stdout[-5000:]
+    assert counts["failed"] == 0
+
+
+def test_app_runs_in_its_own_user_namespace(host):
+    unit = "bookmarks.service"
+    assert host.check_output(f"systemctl show --property=PrivateUsers --value {unit}") == "yes"
+    pid = host.check_output(f"systemctl show --property=MainPID --value {unit}")
+    # Outside a user namespace the map is the identity over all 2^32 ids.
+    uid_map = host.file(f"/proc/{pid}/uid_map").content_string.split()
+    assert uid_map != ["0", "0", "4294967295"], uid_map
+
+
+def test_hardened_unit_scores_at_most_1_0(host):
+    out = host.check_output("systemd-analyze security bookmarks.service --no-pager | tail -n 1")
+    score = float(re.search(r"exposure level.*?: ([0-9.]+)", out).group(1))
+    assert score <= 1.0, out
