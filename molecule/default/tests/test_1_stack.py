@@ -7,7 +7,7 @@ import re
 import uuid
 
 import pytest
-from conftest import CA_BUNDLE, DOMAIN, api, status_of
+from conftest import CA_BUNDLE, DOMAIN, api, run_playbook, status_of
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,14 @@ def test_hardened_unit_scores_at_most_1_5(host):
     out = host.check_output("systemd-analyze security bookmarks.service --no-pager | tail -n 1")
     score = float(re.search(r"exposure level.*?: ([0-9.]+)", out).group(1))
     assert score <= 1.5, out
+
+
+def test_site_takes_a_switch_off_from_the_command_line(hostname):
+    """`-e certbot_enabled=false` arrives as a string; every conditional reads it as a boolean.
+
+    Check mode, so the live host keeps its certificate: the run must only get through, and plan the
+    self-signed certificate instead of certbot's.
+    """
+    checked = run_playbook("site.yml", hostname, "--check", "-e", "certbot_enabled=false")
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert "/self-signed/fullchain.pem" in checked.stdout
