@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,39 @@ def test_release_list_shows_manifests(host, hostname):
     listed = run_playbook("rollback.yml", hostname, "-e", "rollback_list=true")
     assert listed.returncode == 0, listed.stdout[-3000:]
     assert f"{live_release(host)}  <- current" in listed.stdout
+
+
+def releases_in_order(host) -> list[str]:
+    """The release ids as the release tool lists them: oldest first, by when they were made."""
+    listed = json.loads(host.check_output("/usr/local/sbin/bookmarks-release list"))
+    return [release["release_id"] for release in listed]
+
+
+def test_releases_are_ordered_by_when_they_were_made_not_by_name(host, hostname):
+    """v10 sorts before v9 by name; it is still the newer release, and v9 the one to go back to."""
+    suffix = uuid.uuid4().hex[:6]
+    older, newer = f"v9-{suffix}", f"v10-{suffix}"
+    for release_id in (older, newer):
+        deployed = run_playbook(
+            "deploy.yml",
+            hostname,
+            "-e",
+            "app_force_release=true",
+            "-e",
+            f"app_release_id={release_id}",
+        )
+        assert deployed.returncode == 0, deployed.stdout[-3000:]
+    assert live_release(host) == newer
+    assert releases_in_order(host)[-2:] == [older, newer]
+
+    listed = run_playbook("rollback.yml", hostname, "-e", "rollback_list=true")
+    assert listed.returncode == 0, listed.stdout[-3000:]
+    assert listed.stdout.index(f"{older} |") < listed.stdout.index(f"{newer}  <- current")
+
+    rolled = run_playbook("rollback.yml", hostname)
+    assert rolled.returncode == 0, rolled.stdout[-3000:]
+    assert live_release(host) == older
+    assert status_of(host)["release_id"] == older
 
 
 def unit_property(host, name: str) -> str:
@@ -118,11 +153,13 @@ def test_deploy_prunes_to_the_kept_number_but_a_rollback_still_has_its_target(ho
     )
     assert deployed.returncode == 0, deployed.stdout[-3000:]
     live = live_release(host)
-    names = sorted(host.file(releases).listdir())
+    names = releases_in_order(host)
+    assert set(host.file(releases).listdir()) == set(names)
     earlier_good = [
-        n for n in names if n < live and not host.file(f"{releases}/{n}/.failed").exists
+        n for n in names[: names.index(live)] if not host.file(f"{releases}/{n}/.failed").exists
     ]
-    # The newest two by name stay, and so does the release a rollback goes back to; nothing else.
+    # The newest two stay, and so does the release a rollback goes back to; nothing else. Earlier
+    # tests left ids that sort the wrong way by name (v9, v10): newest means made last.
     assert set(names) == {*names[-2:], live, *earlier_good[-1:]}
     assert earlier_good, f"the rollback target was pruned: {names}"
 
