@@ -67,9 +67,13 @@ test: ## Set-up, app tests, lint, and molecule test for every scenario
 demo: setup ## Bring the whole stack up in a local systemd container and print its URL
 	@$(STEP) "converge the demo host (site.yml)" scripts/demo.sh
 
-demo-down: venv ## Remove the demo containers
-	molecule destroy -s default
+demo-down: ## Remove the demo's containers and molecule state (fine when nothing is up)
+	@scripts/clean-molecule.sh default
+	@$(call remove,.cache/demo)
 
-clean: ## Remove leftover test containers and the tool venv
-	scripts/clean-molecule.sh
-	rm -rf $(VENV) .cache
+# Say what goes: `make clean` and `make demo-down` report what they removed.
+remove = for d in $(1); do if [ -e "$$d" ]; then echo "[clean] removing $$d"; rm -rf "$$d"; fi; done
+
+clean: ## Remove what the project left: molecule containers, networks and state, venvs, caches
+	@scripts/clean-molecule.sh
+	@$(call remove,$(VENV) .venv-app .cache .ansible .pytest_cache .ruff_cache app/.pytest_cache app/.ruff_cache)
