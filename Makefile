@@ -57,6 +57,7 @@ app-test: ## App tests against a real PostgreSQL
 
 molecule: ## molecule test for every scenario (after set-up)
 	@$(STEP) "remove leftovers of an interrupted run" scripts/clean-molecule.sh
+	@$(STEP) "make demo recovers from stale molecule state" scripts/test-demo-recovery.sh
 	@for s in $(SCENARIOS); do $(STEP) "molecule test -s $$s" molecule test -s $$s; done
 
 test: ## Set-up, app tests, lint, and molecule test for every scenario
