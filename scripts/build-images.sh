@@ -3,7 +3,8 @@
 # reachable, so each image is made with debootstrap and `docker import`.
 #   scripts/build-images.sh [--rebuild] [suite ...]     (default suites: bookworm trixie)
 # An image that exists is kept unless --rebuild is given. A flock keeps two runs from racing; a
-# failed debootstrap tags nothing and leaves nothing behind, so a re-run starts clean.
+# failed debootstrap tags nothing and leaves nothing behind (an interrupted one is removed by the
+# next run), so a re-run starts clean.
 set -euo pipefail
 
 prefix=${IMAGE_PREFIX:-bookmarks-stack/debian-systemd}
@@ -44,6 +45,21 @@ if ! flock -n 9; then
   flock 9
 fi
 
+remove_root() {
+  # Unmount what debootstrap mounted inside (proc, sys) first; never cross into a mount.
+  local root=$1
+  awk -v r="$root/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r mnt; do umount -l "$mnt" || true; done
+  rm -rf --one-file-system "$root" "$root.log"
+}
+
+# What a build interrupted with Ctrl-C (or a reboot) left; the lock says no build runs now.
+for stale in "$workdir"/bookworm.?????? "$workdir"/trixie.??????; do
+  [ -d "$stale" ] || continue
+  say "removing $stale, left by an interrupted build"
+  remove_root "$stale"
+done
+
 build_one() {
   # Called as `build_one x || status=1`, where set -e does not apply: every step checks itself.
   local suite=$1 tag="$prefix:$1" root
@@ -54,7 +70,7 @@ build_one() {
   local started=$SECONDS
   root=$(mktemp -d "$workdir/$suite.XXXXXX")
   # Whatever happens below, the half-made root filesystem goes away.
-  trap 'rm -rf --one-file-system "$root"' RETURN
+  trap 'remove_root "$root"' RETURN
   say "debootstrap $suite into $root"
   if ! debootstrap --variant=minbase \
       --include=systemd,systemd-sysv,dbus,python3,python3-apt,sudo,ca-certificates,iproute2,procps \

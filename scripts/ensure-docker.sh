@@ -32,6 +32,8 @@ if ! command -v dockerd >/dev/null 2>&1; then
   fi
   say "installing docker.io from the distribution"
   export DEBIAN_FRONTEND=noninteractive
+  # An install interrupted earlier (Ctrl-C) leaves dpkg half-way, and apt refuses until it is finished.
+  dpkg --configure -a
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends docker.io iptables ca-certificates >/dev/null
 fi
@@ -46,7 +48,9 @@ fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
   say "starting dockerd in the background (log: $log)"
   mkdir -p "$(dirname "$log")"
-  nohup dockerd >>"$log" 2>&1 </dev/null &
+  # In a session of its own: dockerd handles SIGINT, so in make's process group a Ctrl-C of this
+  # make run would stop the engine and every container with it.
+  nohup setsid dockerd >>"$log" 2>&1 </dev/null &
 fi
 for _ in $(seq 1 60); do
   if engine_answers; then
