@@ -37,8 +37,10 @@ def inventory() -> str:
     return VM_INVENTORY or str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 
 
-def run_playbook(playbook: str, host: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Run one of our playbooks, limited to `host`, as an operator would."""
+def run_playbook(
+    playbook: str, host: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one of our playbooks, limited to `host`, as an operator would (`env` adds settings)."""
     cmd = [
         "ansible-playbook",
         "-i",
@@ -50,7 +52,7 @@ def run_playbook(playbook: str, host: str, *extra: str) -> subprocess.CompletedP
         *extra,
     ]
     # Plain text: molecule forces colour, whose escape codes would split the messages we check.
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env or {})}
     if ANSIBLE_LOG_PATH:
         env["ANSIBLE_LOG_PATH"] = ANSIBLE_LOG_PATH
     return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, env=env)

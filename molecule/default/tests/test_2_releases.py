@@ -32,6 +32,49 @@ def test_deploy_then_rollback_switch_the_live_release(host, hostname):
     assert "database at" in " ".join(rolled.stdout.split())
 
 
+@pytest.fixture
+def fact_cache(tmp_path: Path) -> dict[str, str]:
+    """The fact cache of the repository's ansible.cfg (smart gathering, two hours), kept apart."""
+    return {
+        "ANSIBLE_GATHERING": "smart",
+        "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp_path / "facts"),
+        "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "7200",
+    }
+
+
+def test_a_listing_after_a_rollback_never_replays_the_deploys_plan(host, hostname, fact_cache):
+    before = live_release(host)
+    deployed = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true", env=fact_cache)
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    assert live_release(host) != before
+    rolled = run_playbook("rollback.yml", hostname, env=fact_cache)
+    assert rolled.returncode == 0, rolled.stdout[-3000:]
+    assert live_release(host) == before
+
+    listed = run_playbook("rollback.yml", hostname, "-e", "rollback_list=true", env=fact_cache)
+    assert listed.returncode == 0, listed.stdout[-3000:]
+    assert live_release(host) == before
+    assert status_of(host)["release_id"] == before
+
+
+def test_rollback_refuses_when_a_web_hosts_address_is_unknown(host, hostname, fact_cache, tmp_path):
+    """A web host outside the run and not in the fact cache would drop out of the balancers."""
+    extra = tmp_path / "elsewhere.yml"
+    extra.write_text(
+        "all:\n  children:\n"
+        "    web: {hosts: {ghost-web: {ansible_host: 192.0.2.10}}}\n"
+        "    lb: {hosts: {ghost-lb: {ansible_host: 192.0.2.11}}}\n"
+    )
+    before = live_release(host)
+    refused = run_playbook("rollback.yml", hostname, "-i", str(extra), env=fact_cache)
+    assert refused.returncode != 0
+    assert "would lose web host(s) ghost-web:" in " ".join(
+        (refused.stdout + refused.stderr).split()
+    )
+    assert live_release(host) == before
+
+
 def test_release_list_shows_manifests(host, hostname):
     listed = run_playbook("rollback.yml", hostname, "-e", "rollback_list=true")
     assert listed.returncode == 0, listed.stdout[-3000:]
