@@ -17,7 +17,7 @@ endif
 
 SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup venv collections engine images rebuild-images lint app-test molecule test demo demo-down clean
+.PHONY: help setup venv collections engine images rebuild-images vm vm-down lint app-test molecule test demo demo-down clean
 
 help: ## Show the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -34,6 +34,7 @@ setup: ## Set up everything the other commands need (idempotent)
 	@$(STEP) "collections (requirements.yml)" $(MAKE) --no-print-directory collections
 	@$(STEP) "Docker engine" scripts/ensure-docker.sh
 	@$(STEP) "base images (debootstrap + docker import)" scripts/build-images.sh
+	@$(STEP) "VM image, Debian 12 (debootstrap + qemu-img)" scripts/build-vm-image.sh
 
 collections: venv
 	ansible-galaxy collection install -r requirements.yml
@@ -46,6 +47,13 @@ images: engine ## Build the Debian 12/13 systemd base images if missing
 
 rebuild-images: engine ## Build the base images again from scratch
 	scripts/build-images.sh --rebuild
+
+vm: ## Boot a Debian 12 VM and print an inventory and the README's commands for it
+	@scripts/vm.sh up demo
+	@scripts/vm.sh guide demo
+
+vm-down: ## Stop the VM
+	@scripts/vm.sh down demo
 
 lint: venv ## yamllint, ansible-lint (production profile), ruff
 	@$(STEP) "yamllint" yamllint --strict .
