@@ -48,7 +48,10 @@ def test_a_listing_after_a_rollback_never_replays_the_deploys_plan(host, hostnam
     deployed = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true", env=fact_cache)
     assert deployed.returncode == 0, deployed.stdout[-3000:]
     assert live_release(host) != before
-    rolled = run_playbook("rollback.yml", hostname, env=fact_cache)
+    # Named: the release made before the new one may be another test's, not the one live before.
+    rolled = run_playbook(
+        "rollback.yml", hostname, "-e", f"rollback_release={before}", env=fact_cache
+    )
     assert rolled.returncode == 0, rolled.stdout[-3000:]
     assert live_release(host) == before
 
