@@ -17,7 +17,7 @@ endif
 
 SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup venv collections engine images rebuild-images vm vm-down lint app-test molecule test demo demo-down clean
+.PHONY: help setup venv collections engine images rebuild-images vm vm-down lint app-test molecule vm-test vm-test-full test demo demo-down clean
 
 help: ## Show the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -68,9 +68,15 @@ molecule: ## molecule test for every scenario (after set-up)
 	@$(STEP) "make demo recovers from stale molecule state" scripts/test-demo-recovery.sh
 	@for s in $(SCENARIOS); do $(STEP) "molecule test -s $$s" molecule test -s $$s; done
 
-test: ## Set-up, app tests, lint, and molecule test for every scenario
+vm-test: venv ## The README's server instructions on a real Debian 12 VM over SSH (tests/vm)
+	@$(STEP) "real VM: the README's commands over SSH, check mode, reboot (tests/vm/run.sh)" tests/vm/run.sh
+
+vm-test-full: venv ## vm-test plus a second converge, deploy, rollback, a broken release (about an hour)
+	@BM_VM_FULL=1 $(STEP) "real VM, full (tests/vm/run.sh)" tests/vm/run.sh
+
+test: ## Set-up, app tests, lint, molecule test for every scenario, and the real-VM run
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory setup app-test lint molecule; \
+	$(MAKE) --no-print-directory setup app-test lint molecule vm-test; \
 	echo "==> make test: all steps passed in $$(( $$(date +%s) - start )) s"
 
 demo: setup ## Bring the whole stack up in a local systemd container and print its URL
@@ -83,6 +89,7 @@ demo-down: ## Remove the demo's containers and molecule state (fine when nothing
 # Say what goes: `make clean` and `make demo-down` report what they removed.
 remove = for d in $(1); do if [ -e "$$d" ]; then echo "[clean] removing $$d"; rm -rf "$$d"; fi; done
 
-clean: ## Remove what the project left: molecule containers, networks and state, venvs, caches
+clean: ## Remove what the project left: molecule containers, networks and state, VMs, venvs, caches
 	@scripts/clean-molecule.sh
+	@scripts/vm.sh down --all
 	@$(call remove,$(VENV) .venv-app .cache .ansible .pytest_cache .ruff_cache app/.pytest_cache app/.ruff_cache)
