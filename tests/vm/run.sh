@@ -83,7 +83,7 @@ export BM_VAULT_FILE=$repo/$inv/group_vars/all/vault.yml BM_VAULT_PASSWORD_FILE=
 # testinfra reads the inventory (ansible-inventory decrypts it) and then talks SSH itself, with sudo.
 export ANSIBLE_VAULT_PASSWORD_FILE=$repo/$password_file
 pytest_args=(-p no:cacheprovider -v --hosts="ansible://$host" --ansible-inventory="$inv" --sudo "$@")
-# Every Ansible module costs about 4 s in this emulated VM (30 times a container's), so `make test`
+# Every Ansible module costs about 4 s in this emulated VM (30 times a container's), so `make vm-test`
 # runs the checks only a real server can fail: become over SSH (the converge above), check mode, the
 # unit's user namespace and score, the stack answering with its certificate and a CLI token, and a
 # reboot. BM_VM_FULL=1 (`make vm-test-full`) adds what the default scenario already proves on

@@ -70,7 +70,17 @@ def test_rollback_refuses_when_a_web_hosts_address_is_unknown(host, hostname, fa
         "    lb: {hosts: {ghost-lb: {ansible_host: 192.0.2.11}}}\n"
     )
     before = live_release(host)
-    refused = run_playbook("rollback.yml", hostname, "-i", str(extra), env=fact_cache)
+    # A target named, so the plan passes whatever earlier tests left, and the address check refuses.
+    target = [release for release in releases_in_order(host) if release != before][-1]
+    refused = run_playbook(
+        "rollback.yml",
+        hostname,
+        "-i",
+        str(extra),
+        "-e",
+        f"rollback_release={target}",
+        env=fact_cache,
+    )
     assert refused.returncode != 0
     assert "would lose web host(s) ghost-web:" in " ".join(
         (refused.stdout + refused.stderr).split()
