@@ -37,10 +37,10 @@ def inventory() -> str:
     return VM_INVENTORY or str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 
 
-def run_playbook(
+def playbook_command(
     playbook: str, host: str, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run one of our playbooks, limited to `host`, as an operator would (`env` adds settings)."""
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one of our playbooks, limited to `host`."""
     cmd = [
         "ansible-playbook",
         "-i",
@@ -55,7 +55,23 @@ def run_playbook(
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env or {})}
     if ANSIBLE_LOG_PATH:
         env["ANSIBLE_LOG_PATH"] = ANSIBLE_LOG_PATH
+    return cmd, env
+
+
+def run_playbook(
+    playbook: str, host: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one of our playbooks, limited to `host`, as an operator would (`env` adds settings)."""
+    cmd, env = playbook_command(playbook, host, *extra, env=env)
     return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, env=env)
+
+
+def start_playbook(playbook: str, host: str, *extra: str) -> subprocess.Popen[str]:
+    """Start one of our playbooks in the background (communicate() gives its output)."""
+    cmd, env = playbook_command(playbook, host, *extra)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT, env=env
+    )
 
 
 def api(host, method: str, path: str, token: str | None = None, body: dict | None = None):

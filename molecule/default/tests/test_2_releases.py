@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, LoadGenerator, api, run_playbook, status_of
+from conftest import PROJECT, LoadGenerator, api, run_playbook, start_playbook, status_of
 
 
 def live_release(host) -> str:
@@ -87,6 +87,8 @@ def test_rollback_refuses_when_a_web_hosts_address_is_unknown(host, hostname, fa
     # Named among the unknown hosts (the other platform's host is unknown too when limited).
     assert "ghost-web" in text.split("would lose web host(s) ", 1)[1].split(":", 1)[0]
     assert live_release(host) == before
+    # The refused run ended its hold on the release lock.
+    assert lock_is_free(host)
 
 
 def test_release_list_shows_manifests(host, hostname):
@@ -126,6 +128,68 @@ def test_releases_are_ordered_by_when_they_were_made_not_by_name(host, hostname)
     assert rolled.returncode == 0, rolled.stdout[-3000:]
     assert live_release(host) == older
     assert status_of(host)["release_id"] == older
+
+
+LOCK = "/run/bookmarks-release.lock"
+TOOL = "/usr/local/sbin/bookmarks-release"
+
+
+def lock_is_free(host) -> bool:
+    """Whether nobody holds the host's release lock (flock -n would get it at once)."""
+    return host.run(f"flock --nonblock {LOCK} true").rc == 0
+
+
+def test_two_deploys_started_together_one_runs_and_the_other_is_refused(host, hostname):
+    """The release lock: one deploy at a time, the other refused naming the holder."""
+    suffix = uuid.uuid4().hex[:6]
+    before = set(releases_in_order(host))
+    runs = {
+        release_id: start_playbook(
+            "deploy.yml",
+            hostname,
+            "-e",
+            "app_force_release=true",
+            "-e",
+            f"app_release_id={release_id}",
+        )
+        for release_id in (f"first-{suffix}", f"second-{suffix}")
+    }
+    outcomes = {release_id: run.communicate() for release_id, run in runs.items()}
+    codes = {release_id: run.returncode for release_id, run in runs.items()}
+    done = [release_id for release_id, code in codes.items() if code == 0]
+    refused = [release_id for release_id, code in codes.items() if code != 0]
+    tails = {release_id: output[0][-2000:] for release_id, output in outcomes.items()}
+    assert len(done) == 1, tails
+    assert len(refused) == 1, tails
+    text = " ".join(outcomes[refused[0]][0].split())
+    assert " is held by deploy.yml (run " in text, text[-3000:]
+    assert "Nothing was changed here" in text
+    assert "unlock --force" in text
+    # The finished deploy's release is live and whole; the refused one never started installing.
+    assert live_release(host) == done[0]
+    assert status_of(host)["release_id"] == done[0]
+    assert set(releases_in_order(host)) - before == {done[0]}
+    assert lock_is_free(host)
+
+
+def test_a_hold_killed_with_kill_9_never_blocks_the_next_run(host, hostname):
+    taken = host.run(f"{TOOL} lock by-hand-{uuid.uuid4().hex[:6]} 600 tester a test hold")
+    assert taken.rc == 0, taken.stderr
+    holder = json.loads(taken.stdout)
+    before = live_release(host)
+    refused = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
+    assert refused.returncode != 0
+    text = " ".join(refused.stdout.split())
+    assert "is held by a test hold (run by-hand-" in text, text[-3000:]
+    assert "started by tester" in text
+    assert live_release(host) == before
+    assert not lock_is_free(host)
+
+    host.run(f"kill -9 {holder['pid']}")
+    deployed = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    assert live_release(host) != before
+    assert lock_is_free(host)
 
 
 def unit_property(host, name: str) -> str:
