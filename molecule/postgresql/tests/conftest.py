@@ -34,13 +34,23 @@ def group_vars(group: str) -> dict:
 
 
 def run_playbook(
-    playbook: Path, *args: str, extra_vars: dict | None = None, inventory: Path = INVENTORY_DIR
+    playbook: Path,
+    *args: str,
+    extra_vars: dict | None = None,
+    inventory: Path = INVENTORY_DIR,
+    env: dict | None = None,
 ):
     """Run ansible-playbook against the scenario's inventory; return the finished process."""
     command = ["ansible-playbook", "-i", str(inventory), str(playbook), *args]
     if extra_vars is not None:
         command += ["-e", json.dumps(extra_vars)]
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0"}
+    env = {
+        **os.environ,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PY_COLORS": "0",
+        **(env or {}),
+    }
     return subprocess.run(command, capture_output=True, text=True, check=False, env=env)
 
 
