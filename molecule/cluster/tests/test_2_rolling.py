@@ -57,8 +57,8 @@ def test_rolling_deploy_under_load_fails_no_request(lb, before):
     for web in WEBS:
         assert status(web)["release_id"] == after[web]
     # One batch per web host, each drained and then put back on the balancer.
-    assert output.count("TASK [app : Take this batch out of the load balancers]") == len(WEBS)
-    assert output.count("TASK [app : Put this batch back into the load balancers]") == len(WEBS)
+    assert output.count("TASK [Take this batch out of the load balancers]") == len(WEBS)
+    assert output.count("TASK [Put this batch back into the load balancers]") == len(WEBS)
     assert report.failed == 0, report.text
     assert report.statuses.get(200, 0) > 100
     assert " down" not in lb.file("/etc/nginx/bookmarks.upstream.conf").content_string
@@ -69,7 +69,7 @@ def test_rolling_rollback_under_load_fails_no_request(lb, before):
     for web in WEBS:
         assert live_release(web) == before[web]
         assert status(web)["release_id"] == before[web]
-    assert output.count("TASK [app : Take this batch out of the load balancers]") == len(WEBS)
+    assert output.count("TASK [Take this batch out of the load balancers]") == len(WEBS)
     assert report.failed == 0, report.text
     assert " down" not in lb.file("/etc/nginx/bookmarks.upstream.conf").content_string
 
