@@ -2,12 +2,18 @@
 
 Unlike Flask-Migrate's template this does not call ``logging.config.fileConfig``: the app has
 already set up JSON logging, and fileConfig would silently disable the app's loggers.
+
+Migrations run with a ``lock_timeout`` and a ``statement_timeout`` (``MIGRATION_*_TIMEOUT_MS``):
+one stuck behind a long transaction fails instead of queueing all traffic behind its lock. A new
+index on a big table is built ``CONCURRENTLY``, in a step of its own
+(``with op.get_context().autocommit_block():``), which the same timeouts cover.
 """
 
 import logging
 
 from alembic import context
 from flask import current_app
+from sqlalchemy import create_engine
 
 logger = logging.getLogger("alembic.env")
 config = context.config
@@ -18,7 +24,10 @@ def run_migrations_offline() -> None:
     """Emit SQL to stdout (``flask db upgrade --sql``) for a DBA to review or run."""
     url = target_db.engine.url.render_as_string(hide_password=True)
     context.configure(url=url, target_metadata=target_db.metadata, literal_binds=True)
+    config = current_app.config
     with context.begin_transaction():
+        context.execute(f"SET lock_timeout = {int(config['MIGRATION_LOCK_TIMEOUT_MS'])}")
+        context.execute(f"SET statement_timeout = {int(config['MIGRATION_STATEMENT_TIMEOUT_MS'])}")
         context.run_migrations()
 
 
@@ -32,13 +41,18 @@ def run_migrations_online() -> None:
 
     conf_args = dict(current_app.extensions["migrate"].configure_args)
     conf_args.setdefault("process_revision_directives", skip_empty_autogenerate)
-    # The app's engine autocommits (cheap reads); a migration must be one transaction.
-    with target_db.engine.connect().execution_options(
-        isolation_level="READ COMMITTED"
-    ) as connection:
-        context.configure(connection=connection, target_metadata=target_db.metadata, **conf_args)
-        with context.begin_transaction():
-            context.run_migrations()
+    # Not the app's pool: a connection of its own with the migration timeouts, in one transaction
+    # (the app's engine autocommits, for cheap reads).
+    engine = create_engine(target_db.engine.url, **current_app.config["MIGRATION_ENGINE_OPTIONS"])
+    try:
+        with engine.connect().execution_options(isolation_level="READ COMMITTED") as connection:
+            context.configure(
+                connection=connection, target_metadata=target_db.metadata, **conf_args
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():

@@ -85,7 +85,7 @@ def test_commands_on_unknown_users_fail(runner: FlaskCliRunner) -> None:
 def test_check_ready_on_a_migrated_database(runner: FlaskCliRunner) -> None:
     result = runner.invoke(args=["check-ready"])
     assert result.exit_code == 0
-    assert "schema at 0002_search" in result.stdout
+    assert "schema at 0003_data_version_triggers" in result.stdout
 
 
 def test_check_ready_fails_without_a_database(app_factory: Callable[..., Flask]) -> None:
@@ -158,4 +158,4 @@ def test_console_script_shows_the_migration_head(database_url: str, command: str
     env = production_env(BOOKMARKS_CONFIG="testing", DATABASE_URL=database_url)
     result = run_script("db", command, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "0002_search (head)"
+    assert result.stdout.strip() == "0003_data_version_triggers (head)"

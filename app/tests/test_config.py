@@ -152,13 +152,23 @@ def test_debug_is_refused_in_production(production_env: pytest.MonkeyPatch) -> N
 
 def test_production_cache_config() -> None:
     config = ProductionConfig(SECRET_KEY=STRONG_SECRET, DATABASE_URL=PG_URL)
-    assert config.get_cache_config() == {"ttl_seconds": 600, "max_entries": 4096, "eviction": "lru"}
+    assert config.get_cache_config() == {
+        "ttl_seconds": 600,
+        "max_entries": 4096,
+        "max_bytes": 32 * 1024 * 1024,
+        "eviction": "lru",
+    }
 
 
 @pytest.mark.parametrize("config_class", [DevelopmentConfig, TestingConfig])
 def test_development_cache_config(config_class: type) -> None:
     config = config_class(SECRET_KEY=STRONG_SECRET, DATABASE_URL=PG_URL)
-    assert config.get_cache_config() == {"ttl_seconds": 30, "max_entries": 128, "eviction": "lru"}
+    assert config.get_cache_config() == {
+        "ttl_seconds": 30,
+        "max_entries": 128,
+        "max_bytes": 8 * 1024 * 1024,
+        "eviction": "lru",
+    }
 
 
 def test_development_secret_is_random_not_a_constant(monkeypatch: pytest.MonkeyPatch) -> None:

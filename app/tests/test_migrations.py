@@ -48,18 +48,18 @@ def scripts() -> ScriptDirectory:
 
 
 def test_there_is_one_head() -> None:
-    assert scripts().get_heads() == ["0002_search"]
+    assert scripts().get_heads() == ["0003_data_version_triggers"]
 
 
 def test_upgrade_downgrade_to_base_and_upgrade_again(empty_db_app: Flask) -> None:
     upgrade()
-    assert revision() == "0002_search"
+    assert revision() == "0003_data_version_triggers"
     assert {"users", "api_tokens", "bookmarks"} <= tables()
     downgrade(revision="base")
     assert revision() is None
     assert tables() <= {"alembic_version"}
     upgrade()
-    assert revision() == "0002_search"
+    assert revision() == "0003_data_version_triggers"
 
 
 def test_each_step_down_and_up(empty_db_app: Flask) -> None:

@@ -76,7 +76,7 @@ def test_status_reports_the_build(app_factory: Callable[..., Flask]) -> None:
     assert body["config"] == "testing"
     assert body["started_at"].endswith("+00:00")
     assert body["uptime_seconds"] >= 0
-    assert body["migration_head"] == body["database_revision"] == "0002_search"
+    assert body["migration_head"] == body["database_revision"] == "0003_data_version_triggers"
 
 
 def test_status_reads_release_identity_from_the_environment(
@@ -92,7 +92,7 @@ def test_status_reads_release_identity_from_the_environment(
 def test_status_answers_without_a_database(unreachable: FlaskClient) -> None:
     body = unreachable.get("/_status").json
     assert body["database_revision"] is None
-    assert body["migration_head"] == "0002_search"
+    assert body["migration_head"] == "0003_data_version_triggers"
 
 
 @pytest.fixture(scope="module")

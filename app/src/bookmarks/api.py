@@ -8,10 +8,12 @@ turns into JSON.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import sys
+import threading
 from typing import Any
 
 import marshmallow as ma
+from cachetools import LRUCache
 from flask import Flask, Response, current_app, g, request, url_for
 from flask.json.provider import JSONProvider
 from flask.views import MethodView
@@ -22,7 +24,11 @@ from bookmarks.cached_reads import CachedReads
 from bookmarks.errors import AuthError
 from bookmarks.extensions import db
 from bookmarks.principals import SharedChecks
-from bookmarks.repository import PrincipalQuery, lookup_principals
+from bookmarks.repository import (
+    PrincipalQuery,
+    lookup_principals,
+    wait_out_leases_after_commits,
+)
 from bookmarks.schemas import (
     BookmarkInSchema,
     BookmarkPageSchema,
@@ -31,7 +37,13 @@ from bookmarks.schemas import (
     ErrorSchema,
     ListArgsSchema,
 )
-from bookmarks.service import BookmarkRecord, BookmarkService, PageResult
+from bookmarks.service import (
+    ENTRY_OVERHEAD,
+    BookmarkRecord,
+    BookmarkService,
+    PageResult,
+    record_size,
+)
 
 SERVICE_KEY = "bookmarks.service"
 URL_PREFIX = "/api/bookmarks"
@@ -74,26 +86,54 @@ _DESCRIPTIONS = {
 }
 
 
-# How many bodies of single bookmarks to keep ready (the production cache holds 4096 entries).
-RECORD_BODIES_CACHED = 4096
+BODIES_KEY = "bookmarks.record_bodies"
 _BOOKMARK_SCHEMA = BookmarkSchema()
 
 
-@lru_cache(maxsize=RECORD_BODIES_CACHED)
-def record_body(json: JSONProvider, record: BookmarkRecord) -> bytes:
-    """The JSON body for one bookmark, exactly as flask-smorest would dump and jsonify it.
+class RecordBodies:
+    """The JSON bodies of single bookmarks, exactly as flask-smorest would dump and jsonify them.
 
-    A pure function of the record's value (records are frozen and compared by value) and of
-    the app's JSON provider, so a remembered body can never be out of date: a changed bookmark
-    is a different record. Cached reads hand out the same record object again and again;
-    serialising it anew every time was a sixth of a cached read's cost.
+    A body is a pure function of the record's value (records are frozen and compared by value)
+    and of the app's JSON provider, so a remembered body can never be out of date: a changed
+    bookmark is a different record. Cached reads hand out the same record object again and
+    again; serialising it anew every time was a sixth of a cached read's cost. Remembered per
+    app, least recently used first out, within ``max_entries`` and ``max_bytes`` (the body and
+    the record it keeps alive, as ``service.record_size`` counts it).
     """
-    return json.response(_BOOKMARK_SCHEMA.dump(record)).get_data()
+
+    def __init__(self, json: JSONProvider, *, max_entries: int, max_bytes: int) -> None:
+        self._json = json
+        self.max_entries = max_entries
+        self._bodies: LRUCache[BookmarkRecord, tuple[bytes, int]] = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda entry: entry[1]
+        )
+        self._lock = threading.Lock()
+
+    def __call__(self, record: BookmarkRecord) -> bytes:
+        """The body of ``record``."""
+        with self._lock:
+            entry = self._bodies.get(record)
+        if entry is not None:
+            return entry[0]
+        body = self._json.response(_BOOKMARK_SCHEMA.dump(record)).get_data()
+        size = ENTRY_OVERHEAD + record_size(record) + sys.getsizeof(body)
+        if size <= self._bodies.maxsize:
+            with self._lock:
+                self._bodies[record] = (body, size)
+                while len(self._bodies) > self.max_entries:
+                    self._bodies.popitem()
+        return body
+
+    @property
+    def currsize(self) -> int:
+        """Bytes held."""
+        with self._lock:
+            return int(self._bodies.currsize)
 
 
 def _record_response(record: BookmarkRecord) -> Response:
-    json = current_app.json
-    return current_app.response_class(record_body(json, record), mimetype=json.mimetype)
+    body = current_app.extensions[BODIES_KEY](record)
+    return current_app.response_class(body, mimetype=current_app.json.mimetype)
 
 
 def service() -> BookmarkService:
@@ -224,9 +264,10 @@ def init_app(app: Flask) -> None:
     api.spec.components.schemas["BookmarkPatch"]["minProperties"] = 1
     lease = app.config["READ_LEASE_SECONDS"]
     cache_config = app.config["CACHE_CONFIG"]
-    app.extensions[SERVICE_KEY] = BookmarkService(db.session, cache_config, read_lease=lease)
+    app.extensions[SERVICE_KEY] = BookmarkService(db.session, cache_config)
     with app.app_context():
         engine = db.engine
+    wait_out_leases_after_commits(engine, lease)
     checks = app.extensions[CHECKS_KEY] = SharedChecks(
         PrincipalQuery(engine),
         lambda hashes: lookup_principals(engine, hashes),
@@ -236,11 +277,16 @@ def init_app(app: Flask) -> None:
     # Cached single reads of leased tokens are answered before Flask (``cached_reads``); the
     # middleware wrapped around the app later (``middleware``) adds their headers as for any.
     json = app.json
+    bodies = app.extensions[BODIES_KEY] = RecordBodies(
+        json,
+        max_entries=app.config["RECORD_BODIES_CACHED"],
+        max_bytes=app.config["RECORD_BODIES_MAX_BYTES"],
+    )
     app.wsgi_app = CachedReads(  # type: ignore[method-assign]
         app.wsgi_app,
         checks,
         app.extensions[SERVICE_KEY],
-        lambda record: record_body(json, record),
+        bodies,
         mimetype=json.mimetype,  # type: ignore[attr-defined]
         prefix=URL_PREFIX + "/",
         endpoint=ITEM_ENDPOINT,

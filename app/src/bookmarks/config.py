@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypedDict
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -25,6 +26,7 @@ MAX_LEASE_MS = 1000
 MIN_SECRET_LENGTH = 32
 MIN_SECRET_DISTINCT_CHARS = 8  # same rule as the app role's pre-deploy check
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MIB = 1024 * 1024
 
 # Values that show up in tutorials, templates and .env examples. A secret equal to (or built around)
 # one of them was copied, not generated.
@@ -48,10 +50,11 @@ CONFIG_ENV_VARS = ("BOOKMARKS_CONFIG", "FLASK_CONFIG")
 
 
 class CacheConfig(TypedDict):
-    """What ``BookmarkService`` needs to size its cache."""
+    """What ``BookmarkService`` needs to size its cache (entries and bytes, both bound it)."""
 
     ttl_seconds: int
     max_entries: int
+    max_bytes: int
     eviction: str
 
 
@@ -64,9 +67,9 @@ class ConfigError(RuntimeError):
         super().__init__(f"invalid configuration ({config_name}): " + "; ".join(problems))
 
 
-def _build_cache_config(ttl: int, max_size: int) -> CacheConfig:
+def _build_cache_config(ttl: int, max_size: int, max_bytes: int) -> CacheConfig:
     """Build cache settings in one place: production and development differ only in numbers."""
-    return {"ttl_seconds": ttl, "max_entries": max_size, "eviction": "lru"}
+    return {"ttl_seconds": ttl, "max_entries": max_size, "max_bytes": max_bytes, "eviction": "lru"}
 
 
 def _env(name: str, default: str = "") -> str:
@@ -166,6 +169,23 @@ class BaseConfig:
     # host that shares the database; 0 checks the database on every request.
     READ_LEASE_MS: int = field(default_factory=lambda: _env_int("READ_LEASE_MS", 20))  # type: ignore[arg-type]
     READINESS_TIMEOUT_MS: int = 1000
+    # What the read cache and the remembered JSON bodies of single bookmarks may hold per worker
+    # process, in bytes as ``service.entry_size`` counts them (entries are capped too, by
+    # ``get_cache_config``): a page of search results can weigh megabytes, so entries alone do
+    # not bound memory.
+    CACHE_MAX_BYTES: int = field(default_factory=lambda: _env_int("CACHE_MAX_BYTES", 8 * MIB))  # type: ignore[arg-type]
+    RECORD_BODIES_CACHED: int = 4096
+    RECORD_BODIES_MAX_BYTES: int = field(
+        default_factory=lambda: _env_int("RECORD_BODIES_MAX_BYTES", 2 * MIB)  # type: ignore[arg-type]
+    )
+    # A migration waits at most this long for a lock (then fails, and the deploy stops) instead
+    # of queueing every request behind it; and no statement of it runs longer than the second.
+    MIGRATION_LOCK_TIMEOUT_MS: int = field(
+        default_factory=lambda: _env_int("MIGRATION_LOCK_TIMEOUT_MS", 5000)  # type: ignore[arg-type]
+    )
+    MIGRATION_STATEMENT_TIMEOUT_MS: int = field(
+        default_factory=lambda: _env_int("MIGRATION_STATEMENT_TIMEOUT_MS", 15 * 60 * 1000)  # type: ignore[arg-type]
+    )
     VERSION: str = field(default_factory=lambda: _env("BOOKMARKS_VERSION") or _package_version())
     RELEASE_ID: str = field(default_factory=lambda: _env("BOOKMARKS_RELEASE_ID", "unknown"))
     GIT_SHA: str = field(default_factory=lambda: _env("BOOKMARKS_GIT_SHA", "unknown"))
@@ -176,7 +196,7 @@ class BaseConfig:
 
     def get_cache_config(self) -> CacheConfig:
         """Cache settings for ``BookmarkService`` (development numbers unless a subclass tunes)."""
-        return _build_cache_config(ttl=30, max_size=128)
+        return _build_cache_config(ttl=30, max_size=128, max_bytes=self.CACHE_MAX_BYTES)
 
     def _validate(self) -> None:
         """Raise ``ConfigError`` listing every problem, each naming the variable to fix."""
@@ -197,6 +217,16 @@ class BaseConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 problems.append(f"{name} must be a non-negative integer, got {value!r}")
+        for name in (
+            "CACHE_MAX_BYTES",
+            "RECORD_BODIES_CACHED",
+            "RECORD_BODIES_MAX_BYTES",
+            "MIGRATION_LOCK_TIMEOUT_MS",
+            "MIGRATION_STATEMENT_TIMEOUT_MS",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
         lease = self.READ_LEASE_MS
         if not isinstance(lease, int) or isinstance(lease, bool) or not 0 <= lease <= MAX_LEASE_MS:
             problems.append(
@@ -237,6 +267,7 @@ class BaseConfig:
         values["READ_LEASE_SECONDS"] = self.READ_LEASE_MS / 1000
         values["SQLALCHEMY_DATABASE_URI"] = self.DATABASE_URL
         values["SQLALCHEMY_ENGINE_OPTIONS"] = self.engine_options()
+        values["MIGRATION_ENGINE_OPTIONS"] = self.migration_engine_options()
         values["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
         values.update(
             API_TITLE="Bookmarks API",
@@ -278,6 +309,25 @@ class BaseConfig:
             },
         }
 
+    def migration_engine_options(self) -> dict[str, Any]:
+        """The engine migrations run on (``migrations/env.py``): one connection, then gone.
+
+        Its own connection, so the timeouts hold for every statement, also those a migration runs
+        outside its transaction (``CREATE INDEX CONCURRENTLY``), and never reach the app's pool.
+        """
+        options = (
+            f"-c lock_timeout={self.MIGRATION_LOCK_TIMEOUT_MS}"
+            f" -c statement_timeout={self.MIGRATION_STATEMENT_TIMEOUT_MS}"
+        )
+        return {
+            "poolclass": NullPool,
+            "connect_args": {
+                "connect_timeout": self.DB_CONNECT_TIMEOUT,
+                "application_name": "bookmarks-migrate",
+                "options": options,
+            },
+        }
+
 
 @dataclass
 class DevelopmentConfig(BaseConfig):
@@ -311,7 +361,7 @@ class TestingConfig(BaseConfig):
 
     def get_cache_config(self) -> CacheConfig:
         """Development numbers: tests must prove coherence, not rely on a short TTL hiding bugs."""
-        return _build_cache_config(ttl=30, max_size=128)
+        return _build_cache_config(ttl=30, max_size=128, max_bytes=self.CACHE_MAX_BYTES)
 
 
 @dataclass
@@ -324,10 +374,14 @@ class ProductionConfig(BaseConfig):
     # Empty when missing, so ``_validate`` reports every missing variable at once by name.
     SECRET_KEY: str = field(default_factory=lambda: _env("SECRET_KEY"))
     DATABASE_URL: str = field(default_factory=lambda: _env("DATABASE_URL"))
+    CACHE_MAX_BYTES: int = field(default_factory=lambda: _env_int("CACHE_MAX_BYTES", 32 * MIB))  # type: ignore[arg-type]
+    RECORD_BODIES_MAX_BYTES: int = field(
+        default_factory=lambda: _env_int("RECORD_BODIES_MAX_BYTES", 8 * MIB)  # type: ignore[arg-type]
+    )
 
     def get_cache_config(self) -> CacheConfig:
-        """Production numbers from the seeds: 10 minutes, 4096 entries, LRU."""
-        return _build_cache_config(ttl=600, max_size=4096)
+        """Production numbers from the seeds (10 minutes, 4096 entries, LRU), and a byte budget."""
+        return _build_cache_config(ttl=600, max_size=4096, max_bytes=self.CACHE_MAX_BYTES)
 
 
 CONFIGS: dict[str, type[BaseConfig]] = {

@@ -2,13 +2,14 @@
 
 Each query takes ``user_id`` and filters on it, so per-user isolation is not something a caller can
 forget. Transactions belong to the caller (``service.py`` and ``cli.py``, through ``transaction``):
-the repository flushes but never commits, which lets a data change and its ``data_version`` bump
-commit together.
+the repository flushes but never commits. The database itself gives a user a new ``data_version``
+whenever their bookmarks or tokens change (migration ``0003``), in the writing transaction.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,12 +19,13 @@ import psycopg
 from sqlalchemy import ARRAY, Engine, String, any_, bindparam, event, func, select, update
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookmarks.auth import Principal, display_prefix, generate_token, hash_token
 from bookmarks.errors import ConflictError
 from bookmarks.models import UNIQUE_URL_INDEX, ApiToken, Bookmark, User
+from bookmarks.principals import wait_out_leases
 
 # PostgreSQL's bigint range: an id outside it cannot exist, and sending it would raise an error
 # from the driver instead of a clean 404.
@@ -65,6 +67,11 @@ _PRINCIPALS_BY_TOKEN_HASH_SQL = str(
 HOLD_SECONDS = 1.0
 # Where the pool notes when a connection was last given back (see ``ping_idle_connections``).
 _IDLE_SINCE = "bookmarks_idle_since"
+# The read lease of each app's engine (``wait_out_leases_after_commits``), and where a session
+# notes the engines its transaction wrote through.
+_READ_LEASES: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+_ENGINES_USED = "bookmarks_engines_used"
+_COMMITTED_ON = "bookmarks_committed_on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,38 @@ def transaction(session: Session) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def wait_out_leases_after_commits(engine: Engine, lease: float) -> None:
+    """Make every commit of a session on ``engine`` wait out the readers' ``lease`` (seconds).
+
+    The one place where writes wait (``principals``: read leases): a commit through any session
+    (``transaction``, the CLI, a test's ``db.session.commit()``) returns only once no worker
+    anywhere can still answer from a check that predates it. The wait comes after the session
+    has given its connection back, so a waiting writer holds no connection.
+    """
+    _READ_LEASES[engine] = lease
+
+
+@event.listens_for(Session, "after_begin")
+def _note_engine(session: Session, transaction: SessionTransaction, connection: Any) -> None:
+    del transaction
+    session.info.setdefault(_ENGINES_USED, set()).add(connection.engine)
+
+
+@event.listens_for(Session, "after_commit")
+def _note_commit(session: Session) -> None:
+    session.info[_COMMITTED_ON] = session.info.pop(_ENGINES_USED, set())
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _wait_after_commit(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return  # a savepoint or subtransaction: the outermost one commits
+    session.info.pop(_ENGINES_USED, None)  # a transaction that did not commit waits for nothing
+    committed = session.info.pop(_COMMITTED_ON, ())
+    lease = max((_READ_LEASES.get(engine, 0.0) for engine in committed), default=0.0)
+    wait_out_leases(lease)
 
 
 def lookup_principal(engine: Engine, token: str) -> Principal | None:
@@ -289,19 +328,6 @@ class UserRepository:
             return None
         return Principal(user_id=row.id, name=row.name, data_version=row.data_version)
 
-    def bump_version(self, user_id: int) -> int:
-        """Advance the user's data generation inside the caller's transaction.
-
-        The row lock this takes also serialises concurrent writes of one user, which keeps the
-        version strictly increasing with the commits.
-        """
-        return self._session.execute(
-            update(User)
-            .where(User.id == user_id)
-            .values(data_version=User.data_version + 1)
-            .returning(User.data_version)
-        ).scalar_one()
-
     def get_by_name(self, name: str) -> User | None:
         """Return the user called ``name``, if any."""
         return self._session.execute(select(User).where(User.name == name)).scalar_one_or_none()
@@ -360,25 +386,28 @@ class BookmarkRepository:
     def page(
         self, user_id: int, *, offset: int, limit: int, tag: str | None = None
     ) -> tuple[list[Bookmark], int]:
-        """Newest first, with the total count for pagination links."""
+        """Newest first, with the total count for pagination links.
+
+        The items and the total come from one statement (a window count), so one snapshot: a
+        page never disagrees with its total while writes go on. Past the last page there is no
+        row to carry the count, and a second statement counts.
+        """
         where = [Bookmark.user_id == user_id]
         if tag:
             where.append(Bookmark.tags.contains([tag]))
-        rows = (
-            self._session.execute(
-                select(Bookmark)
-                .where(*where)
-                .order_by(Bookmark.created_at.desc(), Bookmark.id.desc())
-                .offset(offset)
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
+        rows = self._session.execute(
+            select(Bookmark, func.count().over().label("total"))
+            .where(*where)
+            .order_by(Bookmark.created_at.desc(), Bookmark.id.desc())
+            .offset(offset)
+            .limit(limit)
+        ).all()
+        if rows:
+            return [row.Bookmark for row in rows], rows[0].total
         total = self._session.execute(
             select(func.count()).select_from(Bookmark).where(*where)
         ).scalar_one()
-        return list(rows), total
+        return [], total
 
     def add(self, user_id: int, values: Mapping[str, Any]) -> Bookmark:
         """Insert a bookmark; a second one with the same url raises ``ConflictError``."""

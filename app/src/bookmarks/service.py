@@ -2,21 +2,28 @@
 
 Why the cache is coherent across workers and hosts
 --------------------------------------------------
-Each user row carries ``data_version``, bumped in the same transaction as every write to that
-user's bookmarks (``UserRepository.bump_version``). The check that authenticates a request reads
-the token's user row, and that same query returns ``data_version`` (``Principal.data_version``).
-Cache keys include it, so after a write a request that learns the new version misses every
-entry of the old one; no message has to reach the other workers or hosts, and none can be lost.
-Entries of old versions are never read again and leave by LRU or TTL.
+Each user row carries ``data_version``, and the database itself gives it a new random 64-bit value
+in every transaction that changes the user's bookmarks or tokens (triggers, migration ``0003``):
+the service's writes, the CLI, a ``psql`` session and a restore script alike, none of which has to
+know. The check that authenticates a request reads the token's user row, and that same query
+returns ``data_version`` (``Principal.data_version``). Cache keys include it, so after a write a
+request that learns the new version misses every entry of the old one; no message has to reach
+the other workers or hosts, and none can be lost. Entries of old versions are never read again
+and leave by LRU or TTL. A version is never issued twice (random, not a counter), so a database
+restored to an older state, or a failover to a replica that missed the last commits, cannot make
+a later write reuse a version whose entries some worker still holds.
 
 That check is answered from a **read lease** (``principals``): for ``READ_LEASE_MS`` (20 ms) after
-its query was sent, a worker answers the token from memory, and every write waits that long, a
-little more, after its commit and before it answers (``_write``, ``wait_out_leases``; the CLI's
-revocation too). So once a write has been acknowledged, no worker anywhere still holds a lease
-from before its commit: every request that starts later reads the new version, from a lease taken
-after the commit or from a query of its own. Reads cost no round trip while a lease lasts;
-writes answer 20 ms later. Concurrent requests of one worker that need the query share it
-(``principals.SharedChecks``), only ever one that starts after they arrived.
+its query was sent, a worker answers the token from memory, and every commit waits that long, a
+little more, before it returns (``repository.wait_out_leases_after_commits``: one session event
+that every write of the app goes through). So once a write has been acknowledged, no worker
+anywhere still holds a lease from before its commit: every request that starts later reads the
+new version, from a lease taken after the commit or from a query of its own. Reads cost no round
+trip while a lease lasts; writes answer 20 ms later. A writer outside the app needs no version
+bump, but its change reaches readers that hold a lease only once the lease has ended (at most
+``READ_LEASE_MS`` after its commit; at once with ``READ_LEASE_MS=0``). Concurrent requests of one
+worker that need the query share it (``principals.SharedChecks``), only ever one that starts after
+they arrived.
 
 A reader that looked up version *v* before a write committed may store what it read under *v*;
 that entry is only ever served to requests that also hold *v*, i.e. that overlap the write, so
@@ -31,13 +38,18 @@ may not run its listener for a while), in which another worker still serves the 
 lease has a bound, and the writer waits it out.
 
 The cache is a ``cachetools.TTLCache`` (LRU eviction plus per-entry time-to-live), sized from
-``config.get_cache_config()`` (the seeds' hard-coded 256 entries was a defect), and guarded by a
-lock because gthread workers share it between threads. It holds frozen dataclasses, never ORM
-objects, so a cached value cannot be changed by, or keep alive, a database session.
+``config.get_cache_config()`` (the seeds' hard-coded 256 entries was a defect) in entries *and*
+bytes: a page of search results can weigh a megabyte and every distinct query is a new key, so a
+count of entries alone lets one user fill a worker's memory. Each entry is weighed by
+``entry_size`` (its key, its value and the cache's bookkeeping), and the least recently used go
+until both bounds hold; an entry larger than the whole budget is served but not kept. It is
+guarded by a lock because gthread workers share it between threads. It holds frozen dataclasses,
+never ORM objects, so a cached value cannot be changed by, or keep alive, a database session.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
@@ -53,13 +65,7 @@ from bookmarks.config import CacheConfig
 from bookmarks.errors import NotFoundError
 from bookmarks.metrics import CACHE_HITS, CACHE_MISSES
 from bookmarks.models import Bookmark
-from bookmarks.principals import wait_out_leases
-from bookmarks.repository import (
-    BookmarkRepository,
-    UserRepository,
-    once_more_if_disconnected,
-    transaction,
-)
+from bookmarks.repository import BookmarkRepository, once_more_if_disconnected, transaction
 from bookmarks.search import SearchIndex
 
 T = TypeVar("T")
@@ -109,17 +115,57 @@ class PageResult:
 
 
 _MISSING = object()
+# What a cache entry costs beyond its key and value: TTLCache's dict slot, LRU and expiry links
+# and our (value, size) pair, rounded up.
+ENTRY_OVERHEAD = 400
+_DATETIME_SIZE = sys.getsizeof(datetime.min)
+_FLOAT_SIZE = sys.getsizeof(0.0)
+
+
+def record_size(record: BookmarkRecord) -> int:
+    """Bytes a record holds: itself, its strings, its tags and its timestamps."""
+    return (
+        sys.getsizeof(record)
+        + sys.getsizeof(record.url)
+        + sys.getsizeof(record.title)
+        + sys.getsizeof(record.notes)
+        + sys.getsizeof(record.tags)
+        + sum(sys.getsizeof(tag) for tag in record.tags)
+        + 2 * _DATETIME_SIZE
+        + (_FLOAT_SIZE if record.rank is not None else 0)
+    )
+
+
+def entry_size(key: Hashable, value: object) -> int:
+    """What caching ``value`` under ``key`` costs, in bytes (the budget's unit)."""
+    size = ENTRY_OVERHEAD + sys.getsizeof(key)
+    if isinstance(key, tuple):
+        size += sum(sys.getsizeof(part) for part in key)
+    if isinstance(value, BookmarkRecord):
+        return size + record_size(value)
+    if isinstance(value, PageResult):
+        items = sys.getsizeof(value) + sys.getsizeof(value.items)
+        return size + items + sum(record_size(item) for item in value.items)
+    return size + sys.getsizeof(value)
 
 
 class VersionedCache:
-    """A thread-safe ``TTLCache`` whose keys carry the user's ``data_version``."""
+    """A thread-safe ``TTLCache`` whose keys carry the user's ``data_version``.
+
+    Bounded twice: ``max_entries`` entries and ``max_bytes`` bytes as ``entry_size`` counts them.
+    """
 
     def __init__(self, config: CacheConfig) -> None:
         if config["eviction"] != "lru":
             raise ValueError(f"unsupported cache eviction {config['eviction']!r}; only 'lru'")
         self.maxsize = config["max_entries"]
+        self.max_bytes = config["max_bytes"]
         self.ttl = config["ttl_seconds"]
-        self._cache: TTLCache[Hashable, Any] = TTLCache(maxsize=self.maxsize, ttl=self.ttl)
+        # Values are stored as (value, size): cachetools weighs values only, and a key (a search
+        # text) weighs too.
+        self._cache: TTLCache[Hashable, tuple[Any, int]] = TTLCache(
+            maxsize=self.max_bytes, ttl=self.ttl, getsizeof=lambda entry: entry[1]
+        )
         self._lock = threading.Lock()
 
     def get_or_load(self, key: Hashable, load: Callable[[], T]) -> T:
@@ -129,15 +175,30 @@ class VersionedCache:
         a query but never blocks readers of other keys behind a slow database.
         """
         with self._lock:
-            value = self._cache.get(key, _MISSING)
-        if value is not _MISSING:
+            entry = self._cache.get(key, _MISSING)
+        if entry is not _MISSING:
             CACHE_HITS.inc()
-            return value  # type: ignore[return-value]
+            return entry[0]  # type: ignore[index]
         CACHE_MISSES.inc()
         value = load()
-        with self._lock:
-            self._cache[key] = value
+        self._store(key, value)
         return value
+
+    def _store(self, key: Hashable, value: object) -> None:
+        size = entry_size(key, value)
+        if size > self.max_bytes:
+            return  # larger than the whole budget: served, never kept
+        with self._lock:
+            cache = self._cache
+            cache[key] = (value, size)  # evicts least recently used entries to fit the bytes
+            while len(cache) > self.maxsize:
+                cache.popitem()
+
+    @property
+    def currsize(self) -> int:
+        """Bytes held, as ``entry_size`` counts them."""
+        with self._lock:
+            return int(self._cache.currsize)
 
     def get_cached(self, key: Hashable) -> Any:
         """The cached value for ``key`` (counted as a hit), or ``None`` if there is none.
@@ -146,7 +207,8 @@ class VersionedCache:
         ``get_or_load``, which counts it.
         """
         with self._lock:
-            value = self._cache.get(key)
+            entry = self._cache.get(key)
+        value = entry[0] if entry is not None else None
         if value is not None:
             CACHE_HITS.inc()
         return value
@@ -164,12 +226,8 @@ class VersionedCache:
 class BookmarkService:
     """Create, read, list, search, update and delete one user's bookmarks."""
 
-    def __init__(
-        self, session: Session, cache_config: CacheConfig, *, read_lease: float = 0.0
-    ) -> None:
+    def __init__(self, session: Session, cache_config: CacheConfig) -> None:
         self._session = session
-        self._read_lease = read_lease
-        self._users = UserRepository(session)
         self._repo = BookmarkRepository(session)
         self._search = SearchIndex(session)
         self.cache = VersionedCache(cache_config)
@@ -221,17 +279,17 @@ class BookmarkService:
         key = self._key(principal, "search", text, page, per_page, tag)
         return self.cache.get_or_load(key, self._read(load))
 
-    # -- writes (bump the version in the same transaction) ------------------------------------
+    # -- writes (the database gives the user a new version in the same transaction) ----------
     def create(self, principal: Principal, values: Mapping[str, Any]) -> BookmarkRecord:
         """Add a bookmark for the caller."""
-        with self._write(principal):
+        with self._write():
             return BookmarkRecord.from_model(self._repo.add(principal.user_id, values))
 
     def update(
         self, principal: Principal, bookmark_id: int, values: Mapping[str, Any]
     ) -> BookmarkRecord:
         """Change some or all editable fields of one of the caller's bookmarks."""
-        with self._write(principal):
+        with self._write():
             bookmark = self._repo.get(principal.user_id, bookmark_id)
             if bookmark is None:
                 raise NotFoundError("bookmark not found")
@@ -239,24 +297,21 @@ class BookmarkService:
 
     def delete(self, principal: Principal, bookmark_id: int) -> None:
         """Delete one of the caller's bookmarks."""
-        with self._write(principal):
+        with self._write():
             bookmark = self._repo.get(principal.user_id, bookmark_id)
             if bookmark is None:
                 raise NotFoundError("bookmark not found")
             self._repo.delete(bookmark)
 
     @contextmanager
-    def _write(self, principal: Principal) -> Iterator[None]:
-        """One transaction: bump the caller's version, run the change, commit both or neither.
+    def _write(self) -> Iterator[None]:
+        """One transaction: the change and (by trigger) the caller's new version, or neither.
 
-        Then wait out the read leases (``principals``) before the caller may acknowledge it, so
-        no worker anywhere still answers from a check that predates the commit.
+        Its commit returns once the read leases are over (``wait_out_leases_after_commits``), so
+        no worker anywhere still answers from a check that predates it.
         """
         with transaction(self._session):
-            # First statement of the write: the row lock orders concurrent writes of this user.
-            self._users.bump_version(principal.user_id)
             yield
-        wait_out_leases(self._read_lease)
 
     def _read(self, load: Callable[[], T]) -> Callable[[], T]:
         """``load``, run once more if its pooled connection was dead (reads are safe to repeat)."""
