@@ -31,6 +31,7 @@ from bookmarks.cached_reads import CachedReads
 from bookmarks.config import TestingConfig
 from bookmarks.extensions import db
 from bookmarks.logs import HANDLER_MARK
+from bookmarks.ops import readiness_engine
 from bookmarks.principals import wait_out_leases
 from bookmarks.repository import UserRepository
 
@@ -105,6 +106,7 @@ def dispose(app: Flask) -> None:
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+    readiness_engine(app).dispose()
 
 
 def migrate_to_head(database_url: str) -> None:

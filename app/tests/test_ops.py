@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from bookmarks.extensions import db
+from bookmarks.ops import readiness_engine
 from bookmarks.repository import UserRepository
 from conftest import dispose, make_app, migrate_to_head, pgcluster
 
@@ -53,6 +54,34 @@ def test_readiness_timeout_does_not_leak_into_pooled_connections(
     with app.app_context():
         timeout = db.session.execute(text("SHOW statement_timeout")).scalar()
     assert timeout == "5s"
+
+
+def test_ready_answers_when_requests_hold_every_pooled_connection(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Its own connection: the app's pool, exhausted, would make it wait its 5 s and fail."""
+    with app.app_context():
+        engine = db.engine
+        held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]
+        try:
+            assert engine.pool.checkedout() == len(held)
+            response = client.get("/health/ready")
+        finally:
+            for connection in held:
+                connection.close()
+    assert (response.status_code, response.json["status"]) == (200, "ready")
+
+
+def test_ready_waits_for_its_own_connection_no_longer_than_its_timeout(app: Flask) -> None:
+    """Probes that pile up wait at most the readiness timeout for its one connection, then 503."""
+    engine = readiness_engine(app)
+    assert engine.pool.size() == 1
+    assert engine.pool._max_overflow == 0
+    assert engine.pool._timeout == app.config["READINESS_TIMEOUT_MS"] / 1000
+    with engine.connect():  # a probe still running
+        response = app.test_client().get("/health/ready")
+    assert response.status_code == 503
+    assert response.json["checks"]["database"] == "failed: TimeoutError"
 
 
 def test_not_ready_when_the_database_is_unreachable(unreachable: FlaskClient) -> None:

@@ -300,17 +300,35 @@ def test_lease_wait_outlasts_the_lease_on_a_clock_running_slightly_fast() -> Non
 
 
 def test_writes_through_the_service_are_answered_only_after_the_lease(
-    app_factory: Callable[..., Flask], auth: dict[str, str]
+    app_factory: Callable[..., Flask],
+    auth: dict[str, str],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The write waits the lease out after its commit and before its answer; a read never waits.
+
+    The waits are recorded, not timed: each one notes whether the write was already visible to
+    another connection (committed) and whether the response had been sent.
+    """
     client = app_factory(READ_LEASE_MS=1000).test_client()
-    started = time.monotonic()
+    answered = False
+    waits: list[tuple[float, int, bool]] = []
+
+    def sleep(seconds: float) -> None:
+        with psycopg.connect(libpq_url(database_url)) as other:
+            visible = other.execute("SELECT count(*) FROM bookmarks").fetchone()[0]
+        waits.append((seconds, visible, answered))
+
+    monkeypatch.setattr(time, "sleep", sleep)
     created = client.post("/api/bookmarks", json={"url": "https://a.example/"}, headers=auth)
+    answered = True
     assert created.status_code == 201
-    assert time.monotonic() - started >= lease_wait(1.0)
-    started = time.monotonic()
+    assert waits == [(lease_wait(1.0), 1, False)], "one wait, after the commit, before the answer"
+    waits.clear()
     path = f"/api/bookmarks/{created.json['id']}"
     assert client.get(path, headers=auth).status_code == 200
-    assert time.monotonic() - started < 0.5, "reads do not wait"
+    assert client.get("/api/bookmarks", headers=auth).status_code == 200
+    assert waits == [], "reads do not wait"
 
 
 def test_the_wait_is_what_keeps_a_leased_reader_coherent(

@@ -1,4 +1,4 @@
-"""Repositories: user-scoped queries, token lookup, version bumps, unique urls."""
+"""Repositories: user-scoped queries, token lookup, versions, unique urls, the commit wait."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bookmarks import repository
 from bookmarks.auth import hash_token
 from bookmarks.errors import ConflictError
 from bookmarks.extensions import db
+from bookmarks.ops import check_database
+from bookmarks.principals import lease_wait
 from bookmarks.repository import (
     MAX_ID,
     BookmarkRepository,
@@ -154,23 +157,23 @@ def test_idle_connections_are_pinged_and_replaced(
     app_factory: Callable[..., Flask], database_url: str
 ) -> None:
     app = app_factory(DB_PING_IDLE_SECONDS=0)  # every connection counts as idle
-    client = app.test_client()
-    assert client.get("/health/ready").status_code == 200
-    assert terminate_other_connections(database_url) >= 1
-    # The readiness check runs no token query: only the ping finds the dead connection.
-    assert client.get("/health/ready").status_code == 200
+    with app.app_context():
+        assert check_database(db.engine, 1000) is None
+        assert terminate_other_connections(database_url) >= 1
+        # The check runs no token query: only the ping finds the dead connection.
+        assert check_database(db.engine, 1000) is None
 
 
-def test_without_the_idle_ping_a_dead_connection_fails_one_readiness_check(
+def test_without_the_idle_ping_a_dead_connection_fails_one_check(
     app_factory: Callable[..., Flask], database_url: str
 ) -> None:
     """The counterpart of the test above: proof that the ping is what replaced the connection."""
     app = app_factory(DB_PING_IDLE_SECONDS=3600)
-    client = app.test_client()
-    assert client.get("/health/ready").status_code == 200
-    assert terminate_other_connections(database_url) >= 1
-    assert client.get("/health/ready").status_code == 503
-    assert client.get("/health/ready").status_code == 200  # SQLAlchemy dropped the stale pool
+    with app.app_context():
+        assert check_database(db.engine, 1000) is None
+        assert terminate_other_connections(database_url) >= 1
+        assert check_database(db.engine, 1000) is not None
+        assert check_database(db.engine, 1000) is None  # SQLAlchemy dropped the stale pool
 
 
 def test_principal_query_keeps_one_connection_and_survives_the_server_killing_it(
@@ -209,3 +212,62 @@ def test_principal_query_hands_its_connection_back_to_the_pool_now_and_then(
         assert db.engine.pool.checkedout() == 1
         query.release()
         assert db.engine.pool.checkedout() == 0
+
+
+def test_a_page_and_its_total_come_from_one_statement(session: Session) -> None:
+    user = UserRepository(session).create("gil")
+    repo = BookmarkRepository(session)
+    for n in range(3):
+        repo.add(user.id, {"url": f"https://{n}.example/", "tags": ["t"]})
+    statements: list[str] = []
+
+    def note(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        rows, total = repo.page(user.id, offset=1, limit=1, tag="t")
+        assert (len(rows), total) == (1, 3)
+        assert len(statements) == 1
+        assert "count(*) OVER ()" in statements[0]
+        statements.clear()
+        assert repo.page(user.id, offset=5, limit=1) == ([], 3), "past the end, still counted"
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The commit waits (``time.sleep`` recorded instead of slept)."""
+    recorded: list[float] = []
+    monkeypatch.setattr(repository.time, "sleep", recorded.append)
+    return recorded
+
+
+def test_every_commit_of_a_session_waits_out_the_lease_once(
+    app_factory: Callable[..., Flask], waits: list[float]
+) -> None:
+    app = app_factory(READ_LEASE_MS=50)
+    with app.app_context():
+        UserRepository(db.session).create("hal")
+        db.session.commit()  # a plain commit, as a later module might write one
+        assert waits == [lease_wait(0.05)]
+        with transaction(db.session) as session:
+            UserRepository(session).create("ida")
+        assert waits == [lease_wait(0.05)] * 2
+        with pytest.raises(IntegrityError), transaction(db.session) as session:
+            session.execute(text("INSERT INTO users (name) VALUES ('hal')"))
+        UserRepository(db.session).get_by_name("hal")  # a read
+        db.session.remove()
+        assert waits == [lease_wait(0.05)] * 2, "a rollback or a read waits for nothing"
+
+
+def test_the_cli_revocation_waits_through_the_same_commit(
+    app_factory: Callable[..., Flask], waits: list[float]
+) -> None:
+    app = app_factory(READ_LEASE_MS=50)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["users", "create", "kim"]).exit_code == 0
+    waits.clear()
+    assert runner.invoke(args=["users", "revoke", "kim"]).exit_code == 0
+    assert waits == [lease_wait(0.05)]

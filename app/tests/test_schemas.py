@@ -178,3 +178,37 @@ def test_valid_urls_are_accepted(client: FlaskClient, auth: dict[str, str], url:
 
 def test_tags_are_lowercased_and_deduplicated_in_order() -> None:
     assert normalize_tags(["Web", "python", "web", "PYTHON", "flask"]) == ["web", "python", "flask"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "https://example.org/", "tags": ["abc\n"]},
+        {"url": "https://example.org/\n"},
+        {"url": "https://example.org/", "tags": ["ok", "two\nlines"]},
+    ],
+)
+def test_a_trailing_newline_is_not_a_valid_tag_or_url(
+    client: FlaskClient, auth: dict[str, str], body: dict[str, Any]
+) -> None:
+    response = client.post("/api/bookmarks", json=body, headers=auth)
+    assert response.status_code == 422
+    assert set(response.json["errors"]["json"]) <= {"tags", "url"}
+
+
+def test_a_trailing_newline_is_not_a_valid_tag_filter(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    response = client.get("/api/bookmarks", query_string={"tag": "abc\n"}, headers=auth)
+    assert response.status_code == 422
+    assert "tag" in response.json["errors"]["query"]
+
+
+def test_tags_are_normalized_alike_in_a_body_and_in_a_filter(
+    client: FlaskClient, auth: dict[str, str], create: Create
+) -> None:
+    decomposed, composed = "Cafe\u0301", "caf\u00e9"
+    saved = create("https://cafe.example/", tags=[decomposed, composed])
+    assert saved["tags"] == [composed]
+    response = client.get("/api/bookmarks", query_string={"tag": decomposed}, headers=auth)
+    assert [item["url"] for item in response.json["items"]] == ["https://cafe.example/"]

@@ -268,6 +268,7 @@ class BaseConfig:
         values["SQLALCHEMY_DATABASE_URI"] = self.DATABASE_URL
         values["SQLALCHEMY_ENGINE_OPTIONS"] = self.engine_options()
         values["MIGRATION_ENGINE_OPTIONS"] = self.migration_engine_options()
+        values["READINESS_ENGINE_OPTIONS"] = self.readiness_engine_options()
         values["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
         values.update(
             API_TITLE="Bookmarks API",
@@ -306,6 +307,27 @@ class BaseConfig:
                 "connect_timeout": self.DB_CONNECT_TIMEOUT,
                 "application_name": "bookmarks",
                 "options": f"-c statement_timeout={self.DB_STATEMENT_TIMEOUT_MS}",
+            },
+        }
+
+    def readiness_engine_options(self) -> dict[str, Any]:
+        """The readiness check's own engine (``ops``): one connection, bounded waits.
+
+        Not the app's pool: when requests hold all of its connections, ``/health/ready`` would
+        wait the pool's 5 s for one and answer late. Its own pool of one, pinged on checkout (a
+        probe is rare), waits at most ``READINESS_TIMEOUT_MS`` for its connection, and the
+        statement gets the same timeout.
+        """
+        return {
+            "isolation_level": "AUTOCOMMIT",
+            "pool_size": 1,
+            "max_overflow": 0,
+            "pool_timeout": self.READINESS_TIMEOUT_MS / 1000,
+            "pool_pre_ping": True,
+            "connect_args": {
+                "connect_timeout": self.DB_CONNECT_TIMEOUT,
+                "application_name": "bookmarks-ready",
+                "options": f"-c statement_timeout={self.READINESS_TIMEOUT_MS}",
             },
         }
 

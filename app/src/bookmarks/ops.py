@@ -1,8 +1,9 @@
 """Operations endpoints: liveness, readiness, build status and Prometheus metrics.
 
 ``/health`` does no I/O, so a slow database never gets a healthy process restarted.
-``/health/ready`` asks the database with short timeouts and answers 503 while it cannot, so a load
-balancer or deploy check stops sending traffic instead of collecting 500s. ``/_status`` and
+``/health/ready`` asks the database with short timeouts, on a connection of its own (so a pool
+exhausted by requests cannot delay it), and answers 503 while it cannot, so a load balancer or
+deploy check stops sending traffic instead of collecting 500s. ``/_status`` and
 ``/metrics`` are for operators: nginx should expose them to the monitoring network only.
 """
 
@@ -16,15 +17,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 from bookmarks import metrics
-from bookmarks.extensions import db, migrate
+from bookmarks.extensions import migrate
 
 ops = Blueprint("ops", __name__)
 
 STARTED_KEY = "bookmarks.started"
 HEAD_KEY = "bookmarks.migration_head"
+READINESS_ENGINE_KEY = "bookmarks.readiness_engine"
+
+
+def readiness_engine(app: Flask) -> Engine:
+    """The engine of the readiness and status checks (``BaseConfig.readiness_engine_options``)."""
+    return app.extensions[READINESS_ENGINE_KEY]
 
 
 @contextmanager
@@ -89,7 +96,8 @@ def health() -> dict[str, str]:
 @ops.get("/health/ready")
 def ready() -> tuple[dict[str, Any], int]:
     """Readiness: the database answers within the timeout (503 otherwise)."""
-    failure = check_database(db.engine, current_app.config["READINESS_TIMEOUT_MS"])
+    engine = readiness_engine(current_app)
+    failure = check_database(engine, current_app.config["READINESS_TIMEOUT_MS"])
     if failure:
         return {"status": "unavailable", "checks": {"database": f"failed: {failure}"}}, 503
     return {"status": "ready", "checks": {"database": "ok"}}, 200
@@ -110,7 +118,9 @@ def status() -> dict[str, Any]:
         "uptime_seconds": round(time.time() - started, 1),
         "python": platform.python_version(),
         "migration_head": migration_head(current_app),
-        "database_revision": database_revision(db.engine, config["READINESS_TIMEOUT_MS"]),
+        "database_revision": database_revision(
+            readiness_engine(current_app), config["READINESS_TIMEOUT_MS"]
+        ),
     }
 
 
@@ -124,4 +134,7 @@ def metrics_endpoint() -> Response:
 def init_app(app: Flask) -> None:
     """Register the endpoints and remember when this process started."""
     app.extensions[STARTED_KEY] = time.time()
+    app.extensions[READINESS_ENGINE_KEY] = create_engine(
+        app.config["SQLALCHEMY_DATABASE_URI"], **app.config["READINESS_ENGINE_OPTIONS"]
+    )
     app.register_blueprint(ops)

@@ -7,6 +7,7 @@ so the published limits are the enforced ones. Unknown fields are refused (marsh
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import marshmallow as ma
@@ -29,9 +30,24 @@ QUERY_MAX_LENGTH = 200
 TAG_PATTERN = r"^[^\x00-\x20\x7f-\x9f,]+$"
 
 
+class FullMatch(validate.Regexp):
+    r"""``validate.Regexp`` that must match the whole value.
+
+    The pattern is published as it is (in JSON Schema's regular expressions ``$`` ends the
+    text), but Python's ``$`` also matches before a trailing newline, so ``re.match`` would let
+    ``"abc\n"`` through; ``fullmatch`` does not.
+    """
+
+    def __call__(self, value: str) -> str:
+        """Return ``value`` if the whole of it matches, else raise ``ValidationError``."""
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
+
+
 # PostgreSQL text cannot hold NUL; refusing it here turns a driver error into a 422. A Regexp (not
 # a custom function) so the rule is published as a `pattern` in the OpenAPI document too.
-no_nul = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
+no_nul = FullMatch(r"^[^\x00]*$", error="must not contain NUL characters")
 
 
 # What a bookmark url may be, as one regular expression so the OpenAPI document publishes exactly
@@ -50,7 +66,7 @@ def _url_field(*, required: bool) -> fields.String:
         required=required,
         validate=[
             validate.Length(min=1, max=URL_MAX_LENGTH),
-            validate.Regexp(URL_PATTERN, error="Not a valid URL: give an absolute http(s) url."),
+            FullMatch(URL_PATTERN, error="Not a valid URL: give an absolute http(s) url."),
         ],
         metadata={"example": "https://flask.palletsprojects.com/"},
     )
@@ -87,7 +103,7 @@ class InputSchema(ma.Schema):
 
 def _tags_field(**kwargs: Any) -> fields.List:
     tag = fields.String(
-        validate=[validate.Length(min=1, max=TAG_MAX_LENGTH), validate.Regexp(TAG_PATTERN)],
+        validate=[validate.Length(min=1, max=TAG_MAX_LENGTH), FullMatch(TAG_PATTERN)],
     )
     return fields.List(
         tag,
@@ -97,9 +113,14 @@ def _tags_field(**kwargs: Any) -> fields.List:
     )
 
 
+def normalize_tag(tag: str) -> str:
+    """One spelling per tag, in a body and in a query alike: NFC, lower case, no outer space."""
+    return unicodedata.normalize("NFC", tag).strip().lower()
+
+
 def normalize_tags(tags: list[str]) -> list[str]:
-    """Lower-case and de-duplicate, keeping the caller's order."""
-    return list(dict.fromkeys(tag.lower() for tag in tags))
+    """Normalize and de-duplicate, keeping the caller's order."""
+    return list(dict.fromkeys(normalize_tag(tag) for tag in tags))
 
 
 class BookmarkInSchema(InputSchema):
@@ -112,7 +133,7 @@ class BookmarkInSchema(InputSchema):
 
     @ma.post_load
     def _normalize(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        data["url"] = data["url"].strip()  # "$" admits one trailing newline
+        data["url"] = data["url"].strip()
         data["tags"] = normalize_tags(data["tags"])
         return data
 
@@ -133,7 +154,7 @@ class BookmarkPatchSchema(InputSchema):
     @ma.post_load
     def _normalize(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         if "url" in data:
-            data["url"] = data["url"].strip()  # "$" admits one trailing newline
+            data["url"] = data["url"].strip()
         if "tags" in data:
             data["tags"] = normalize_tags(data["tags"])
         return data
@@ -172,14 +193,14 @@ class ListArgsSchema(InputSchema):
         },
     )
     tag = fields.String(
-        validate=[validate.Length(min=1, max=TAG_MAX_LENGTH), validate.Regexp(TAG_PATTERN)],
+        validate=[validate.Length(min=1, max=TAG_MAX_LENGTH), FullMatch(TAG_PATTERN)],
         metadata={"description": "Only bookmarks carrying this tag (case-insensitive)."},
     )
 
     @ma.post_load
     def _normalize(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         if "tag" in data:
-            data["tag"] = data["tag"].lower()
+            data["tag"] = normalize_tag(data["tag"])
         return data
 
 
