@@ -11,8 +11,16 @@ import io
 import json
 import logging
 import os
+import signal
+import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +115,99 @@ def dispose(app: Flask) -> None:
         db.session.remove()
         db.engine.dispose()
     readiness_engine(app).dispose()
+
+
+# Served by ``gunicorn_workers``: the app, with the pid of the worker that answered in a header.
+_PID_APP = """
+import os
+
+from bookmarks.wsgi import app as bookmarks_app
+
+
+def app(environ, start_response):
+    def start(status, headers, exc_info=None):
+        headers.append(("X-Worker-Pid", str(os.getpid())))
+        return start_response(status, headers, exc_info)
+
+    return bookmarks_app(environ, start)
+"""
+
+
+@dataclass
+class Served:
+    """A running gunicorn: where it listens, and a way to call it."""
+
+    base: str
+    log: Path
+
+    def call(
+        self, path: str, token: str | None = None, method: str = "GET", body: Any = None
+    ) -> tuple[int, Any, int]:
+        """(status, JSON body, pid of the worker) of one request on a new connection."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(  # noqa: S310 - loopback only
+            self.base + path, data=data, headers=headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                status, payload, got = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            status, payload, got = error.code, error.read(), error.headers
+        return status, json.loads(payload) if payload else None, int(got["X-Worker-Pid"])
+
+
+@contextmanager
+def gunicorn_workers(
+    database_url: str, directory: Path, workers: int = 2, **env: str
+) -> Iterator[Served]:
+    """Gunicorn with the shipped config on a loopback port, ``workers`` real worker processes.
+
+    ``env`` adds to the environment (e.g. ``READ_LEASE_MS``, ``CACHE_MAX_BYTES``); the config is
+    ``testing`` unless it says otherwise.
+    """
+    (directory / "pidapp.py").write_text(_PID_APP)
+    metrics_dir = directory / "metrics"
+    metrics_dir.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {
+        **os.environ,
+        "BOOKMARKS_CONFIG": "testing",
+        "DATABASE_URL": database_url,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "PYTHONPATH": str(directory),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        **env,
+    }
+    log_path = directory / "gunicorn.log"
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(gunicorn), "--config", "python:bookmarks.gunicorn_conf", "pidapp:app"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        served = Served(f"http://127.0.0.1:{port}", log_path)
+        try:
+            for _ in range(300):
+                try:
+                    served.call("/health")
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("gunicorn did not answer: " + log_path.read_text())
+            yield served
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
 
 
 def migrate_to_head(database_url: str) -> None:

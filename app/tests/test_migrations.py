@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -11,13 +12,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from bookmarks import migrations_dir
+from bookmarks.config import TestingConfig
 from bookmarks.extensions import db
 from bookmarks.repository import BookmarkRepository, UserRepository
 from bookmarks.search import SearchIndex
-from conftest import create_database, dispose, drop_database, make_app
+from conftest import create_database, dispose, drop_database, libpq_url, make_app
 
 DB_NAME = "bookmarks_migrations"
 
@@ -111,3 +114,119 @@ def test_models_match_the_migrated_schema(empty_db_app: Flask) -> None:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, db.metadata)
     assert differences == []
+
+
+def test_a_migration_behind_a_long_transaction_fails_instead_of_queueing_traffic(
+    empty_db_app: Flask,
+) -> None:
+    """``lock_timeout``: waiting for the lock would queue every later query of users behind it."""
+    upgrade()
+    downgrade(revision="0002_search")
+    database_url = empty_db_app.config["SQLALCHEMY_DATABASE_URI"]
+    url = libpq_url(database_url)
+    impatient = TestingConfig(DATABASE_URL=database_url, MIGRATION_LOCK_TIMEOUT_MS=100)
+    empty_db_app.config["MIGRATION_ENGINE_OPTIONS"] = impatient.migration_engine_options()
+    with psycopg.connect(url) as writer:
+        writer.execute("UPDATE users SET name = name")  # a write left open holds its lock
+        with pytest.raises(OperationalError) as failed:
+            upgrade()
+        assert isinstance(failed.value.orig, psycopg.errors.LockNotAvailable)
+    assert revision() == "0002_search", "nothing of it was applied"
+    upgrade()
+    assert revision() == "0003_data_version_triggers"
+
+
+def test_migrations_run_with_their_own_timeouts(empty_db_app: Flask) -> None:
+    engine = create_engine(
+        empty_db_app.config["SQLALCHEMY_DATABASE_URI"],
+        **empty_db_app.config["MIGRATION_ENGINE_OPTIONS"],
+    )
+    with engine.connect() as connection:
+        settings = connection.execute(
+            text("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+        ).one()
+    engine.dispose()
+    assert tuple(settings) == ("5s", "15min")
+
+
+def test_offline_sql_sets_the_timeouts(empty_db_app: Flask, capsys: pytest.CaptureFixture) -> None:
+    upgrade(sql=True)
+    script = capsys.readouterr().out
+    assert "SET lock_timeout = 5000;" in script
+    assert "SET statement_timeout = 900000;" in script
+
+
+# -- the version triggers (0003) ------------------------------------------------------------
+
+
+def test_every_change_to_bookmarks_or_tokens_gives_its_owners_a_new_version(
+    empty_db_app: Flask,
+) -> None:
+    upgrade()
+    url = libpq_url(empty_db_app.config["SQLALCHEMY_DATABASE_URI"])
+    with psycopg.connect(url, autocommit=True) as sql:
+
+        def versions() -> dict[str, int]:
+            return dict(sql.execute("SELECT name, data_version FROM users").fetchall())
+
+        sql.execute("INSERT INTO users (name, data_version) VALUES ('ann', 0), ('bob', 0)")
+        seen = [versions()]
+        assert 0 not in seen[0].values(), "a new user gets a random version too"
+        changes = [
+            (
+                "INSERT INTO api_tokens (user_id, token_hash, prefix)"
+                " SELECT id, md5(name), 'bm_' FROM users WHERE name = 'ann'",
+                {"ann"},
+            ),
+            ("UPDATE api_tokens SET revoked_at = now()", {"ann"}),
+            (
+                "INSERT INTO bookmarks (user_id, url) SELECT id, 'https://x.example/' FROM users",
+                {"ann", "bob"},
+            ),
+            ("UPDATE bookmarks SET title = 'changed'", {"ann", "bob"}),
+            (
+                "DELETE FROM bookmarks WHERE user_id = (SELECT id FROM users WHERE name = 'bob')",
+                {"bob"},
+            ),
+            ("TRUNCATE bookmarks", {"ann", "bob"}),
+            ("UPDATE users SET data_version = 0", {"ann", "bob"}),  # cannot put one back
+        ]
+        for change, owners in changes:
+            sql.execute(change)
+            seen.append(versions())
+            changed = {name for name in owners | {"ann", "bob"} if seen[-1][name] != seen[-2][name]}
+            assert changed == owners, change
+        for name in ("ann", "bob"):
+            history = [state[name] for state in seen]
+            distinct = [v for n, v in enumerate(history) if n == 0 or v != history[n - 1]]
+            assert len(set(distinct)) == len(distinct), "no version comes back"
+            assert 0 not in history
+        sql.execute("DELETE FROM users WHERE name = 'ann'")  # cascades through both triggers
+        assert set(versions()) == {"bob"}
+
+
+def test_downgrade_keeps_the_versions_and_the_old_counting_works(empty_db_app: Flask) -> None:
+    upgrade()
+    url = libpq_url(empty_db_app.config["SQLALCHEMY_DATABASE_URI"])
+    with psycopg.connect(url, autocommit=True) as sql:
+        sql.execute("INSERT INTO users (name) VALUES ('ann')")
+        version = sql.execute("SELECT data_version FROM users").fetchone()[0]
+        # The release before 0003 bumps by one: against the triggers it gets a random one.
+        bumped = sql.execute(
+            "UPDATE users SET data_version = data_version + 1 RETURNING data_version"
+        ).fetchone()[0]
+        assert bumped not in {version, version + 1}
+    downgrade(revision="0002_search")
+    with psycopg.connect(url, autocommit=True) as sql:
+        assert sql.execute("SELECT data_version FROM users").fetchone()[0] == bumped
+        assert (
+            sql.execute(
+                "UPDATE users SET data_version = data_version + 1 RETURNING data_version"
+            ).fetchone()[0]
+            == bumped + 1
+        )
+        functions = sql.execute(
+            "SELECT count(*) FROM pg_proc WHERE proname LIKE 'bookmarks_%version%'"
+            " OR proname = 'bookmarks_touch_owners'"
+        ).fetchone()[0]
+        assert functions == 0
