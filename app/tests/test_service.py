@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -17,12 +18,18 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
 from bookmarks import create_app
-from bookmarks.api import SERVICE_KEY
+from bookmarks.api import BODIES_KEY, SERVICE_KEY
 from bookmarks.config import ProductionConfig
 from bookmarks.extensions import db
 from bookmarks.models import User
 from bookmarks.repository import transaction
-from bookmarks.service import BookmarkService, VersionedCache
+from bookmarks.service import (
+    BookmarkRecord,
+    BookmarkService,
+    PageResult,
+    VersionedCache,
+    entry_size,
+)
 from conftest import acknowledge, cache_hits, libpq_url
 
 Create = Callable[..., dict[str, Any]]
@@ -218,3 +225,48 @@ def test_cache_is_thread_safe_under_concurrent_loads() -> None:
         thread.join()
     assert errors == []
     assert len(cache) <= 16
+
+
+def _page(notes: int, items: int = 10) -> PageResult:
+    now = datetime.now(UTC)
+    record = BookmarkRecord(1, "https://a.example/", "t", "n" * notes, ("x",), now, now)
+    return PageResult(items=(record,) * items, total=items, page=1, per_page=items)
+
+
+def test_the_cache_is_bounded_by_bytes_as_well_as_entries() -> None:
+    budget = 200_000
+    cache = VersionedCache(
+        {"ttl_seconds": 60, "max_entries": 1000, "max_bytes": budget, "eviction": "lru"}
+    )
+    page = _page(notes=5_000)  # ~50 KB as entry_size weighs it
+    assert 50_000 < entry_size((1, 1, "search", "q"), page) < 60_000
+    for n in range(20):
+        assert cache.get_or_load((1, 1, "search", f"q{n}"), lambda: page) is page
+    assert cache.currsize <= budget
+    assert len(cache) == 3, "the most recent that fit"
+    small = VersionedCache(
+        {"ttl_seconds": 60, "max_entries": 4, "max_bytes": budget, "eviction": "lru"}
+    )
+    for n in range(20):
+        small.get_or_load(n, lambda: None)
+    assert len(small) == 4, "and by entries"
+
+
+def test_an_entry_larger_than_the_whole_budget_is_served_but_not_kept() -> None:
+    cache = VersionedCache(
+        {"ttl_seconds": 60, "max_entries": 10, "max_bytes": 10_000, "eviction": "lru"}
+    )
+    page = _page(notes=5_000)
+    assert cache.get_or_load("big", lambda: page) is page
+    assert len(cache) == 0
+    assert cache.get_cached("big") is None
+
+
+def test_remembered_bodies_are_bounded_by_bytes_and_entries(app: Flask) -> None:
+    bodies = app.extensions[BODIES_KEY]
+    assert bodies.max_entries == app.config["RECORD_BODIES_CACHED"]
+    now = datetime.now(UTC)
+    for n in range(200):
+        record = BookmarkRecord(n, f"https://{n}.example/", "t", "n" * 9_000, (), now, now)
+        assert f"https://{n}.example/" in bodies(record).decode()
+    assert 0 < bodies.currsize <= app.config["RECORD_BODIES_MAX_BYTES"]
