@@ -164,9 +164,9 @@ class BaseConfig:
     # ``repository.ping_idle_connections``); busier ones are proven alive by the request itself.
     DB_PING_IDLE_SECONDS: int = 10
     DB_STATEMENT_TIMEOUT_MS: int = 5000
-    # How long a worker may answer a token's check from memory; every write waits this long (a
-    # little more) before it is acknowledged (``principals``: read leases). The same on every
-    # host that shares the database; 0 checks the database on every request.
+    # How long a worker may answer a token's check from memory; every commit waits this long (a
+    # little more) before it returns (``repository.wait_out_leases_after_commits``). The same on
+    # every host that shares the database; 0 checks the database on every request.
     READ_LEASE_MS: int = field(default_factory=lambda: _env_int("READ_LEASE_MS", 20))  # type: ignore[arg-type]
     READINESS_TIMEOUT_MS: int = 1000
     # What the read cache and the remembered JSON bodies of single bookmarks may hold per worker
@@ -294,7 +294,8 @@ class BaseConfig:
         Connections are in autocommit mode: a read request runs one or two single statements, and
         wrapping them in a transaction costs a BEGIN and a ROLLBACK round trip each time (half of a
         cached read's database time, measured). Writes open an explicit READ COMMITTED transaction
-        (``repository.transaction``), so a change and its ``data_version`` bump stay atomic.
+        (``repository.transaction``): a change and the new ``data_version`` its triggers give the
+        user commit together.
         """
         return {
             "isolation_level": "AUTOCOMMIT",
