@@ -103,7 +103,7 @@ def test_round_trip_on_a_populated_database_loses_nothing(empty_db_app: Flask) -
     upgrade()
     assert db.session.execute(text(dump)).all() == before
     assert users.principal_for_token(token).name == "hana"
-    hits, total = SearchIndex(db.session).search(user_id, "kept", offset=0, limit=10)
+    hits, total, _ = SearchIndex(db.session).search(user_id, "kept", offset=0, limit=10)
     assert total == 5
     assert {bookmark.title for bookmark, _ in hits} == {f"kept title {n}" for n in range(5)}
 

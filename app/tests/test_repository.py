@@ -65,7 +65,7 @@ def test_bookmarks_are_scoped_to_their_user(session: Session) -> None:
     mine = repo.add(alice.id, {"url": "https://a.example/"})
     assert repo.get(alice.id, mine.id) is mine
     assert repo.get(bob.id, mine.id) is None
-    assert repo.page(bob.id, offset=0, limit=10) == ([], 0)
+    assert repo.page(bob.id, offset=0, limit=10)[:2] == ([], 0)
 
 
 @pytest.mark.parametrize("bookmark_id", [0, -1, MAX_ID + 1])
@@ -226,12 +226,12 @@ def test_a_page_and_its_total_come_from_one_statement(session: Session) -> None:
 
     event.listen(db.engine, "before_cursor_execute", note)
     try:
-        rows, total = repo.page(user.id, offset=1, limit=1, tag="t")
+        rows, total, _ = repo.page(user.id, offset=1, limit=1, tag="t")
         assert (len(rows), total) == (1, 3)
         assert len(statements) == 1
         assert "count(*) OVER ()" in statements[0]
         statements.clear()
-        assert repo.page(user.id, offset=5, limit=1) == ([], 3), "past the end, still counted"
+        assert repo.page(user.id, offset=5, limit=1)[:2] == ([], 3), "past the end, counted"
     finally:
         event.remove(db.engine, "before_cursor_execute", note)
 

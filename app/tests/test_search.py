@@ -117,7 +117,7 @@ def test_index_follows_updates_immediately(
 def test_search_index_directly(app: Flask, create: Create) -> None:
     create("https://x.example/", title="direct hit")
     with app.app_context():
-        hits, total = SearchIndex(db.session).search(1, "direct", offset=0, limit=10)
+        hits, total, _ = SearchIndex(db.session).search(1, "direct", offset=0, limit=10)
     assert total == 1
     bookmark, rank = hits[0]
     assert bookmark.url == "https://x.example/"

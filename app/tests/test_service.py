@@ -22,7 +22,7 @@ from bookmarks.api import BODIES_KEY, SERVICE_KEY
 from bookmarks.config import ProductionConfig
 from bookmarks.extensions import db
 from bookmarks.models import User
-from bookmarks.repository import transaction
+from bookmarks.repository import UserRepository, transaction
 from bookmarks.service import (
     BookmarkRecord,
     BookmarkService,
@@ -213,8 +213,8 @@ def test_cache_is_thread_safe_under_concurrent_loads() -> None:
     def work(n: int) -> None:
         try:
             for i in range(2000):
-                key = (n, i % 40)
-                assert cache.get_or_load(key, lambda key=key: key) == key
+                key = (n, 0, i % 40)
+                assert cache.get_or_load(key, lambda key=key: (0, key)) == key
         except BaseException as error:
             errors.append(error)
 
@@ -241,14 +241,14 @@ def test_the_cache_is_bounded_by_bytes_as_well_as_entries() -> None:
     page = _page(notes=5_000)  # ~50 KB as entry_size weighs it
     assert 50_000 < entry_size((1, 1, "search", "q"), page) < 60_000
     for n in range(20):
-        assert cache.get_or_load((1, 1, "search", f"q{n}"), lambda: page) is page
+        assert cache.get_or_load((1, 1, "search", f"q{n}"), lambda: (1, page)) is page
     assert cache.currsize <= budget
     assert len(cache) == 3, "the most recent that fit"
     small = VersionedCache(
         {"ttl_seconds": 60, "max_entries": 4, "max_bytes": budget, "eviction": "lru"}
     )
     for n in range(20):
-        small.get_or_load(n, lambda: None)
+        small.get_or_load((n, 1), lambda: (1, None))
     assert len(small) == 4, "and by entries"
 
 
@@ -257,9 +257,9 @@ def test_an_entry_larger_than_the_whole_budget_is_served_but_not_kept() -> None:
         {"ttl_seconds": 60, "max_entries": 10, "max_bytes": 10_000, "eviction": "lru"}
     )
     page = _page(notes=5_000)
-    assert cache.get_or_load("big", lambda: page) is page
+    assert cache.get_or_load((1, 1, "big"), lambda: (1, page)) is page
     assert len(cache) == 0
-    assert cache.get_cached("big") is None
+    assert cache.get_cached((1, 1, "big")) is None
 
 
 def test_remembered_bodies_are_bounded_by_bytes_and_entries(app: Flask) -> None:
@@ -270,3 +270,24 @@ def test_remembered_bodies_are_bounded_by_bytes_and_entries(app: Flask) -> None:
         record = BookmarkRecord(n, f"https://{n}.example/", "t", "n" * 9_000, (), now, now)
         assert f"https://{n}.example/" in bodies(record).decode()
     assert 0 < bodies.currsize <= app.config["RECORD_BODIES_MAX_BYTES"]
+
+
+def test_an_entry_is_kept_under_the_version_its_data_was_read_at(
+    app: Flask, client: FlaskClient, auth: dict[str, str], token: str, create: Create
+) -> None:
+    """A request that checked its version before a write and read after it: a restore of the
+    older version must not find the newer data cached under it."""
+    bookmark = create(title="A")
+    path = f"/api/bookmarks/{bookmark['id']}"
+    with app.app_context():
+        checked = UserRepository(db.session).principal_for_token(token)
+    assert client.patch(path, json={"title": "B"}, headers=auth).status_code == 200
+    service = app.extensions[SERVICE_KEY]
+    service.cache.clear()
+    with app.app_context():
+        now = UserRepository(db.session).principal_for_token(token)
+        assert service.get(checked, bookmark["id"]).title == "B"  # read after the write
+        assert service.list(checked, page=1, per_page=5).items[0].title == "B"
+        assert service.cached_get(checked, bookmark["id"]) is None, "not under the old version"
+        assert service.cached_get(now, bookmark["id"]).title == "B"
+        db.session.remove()

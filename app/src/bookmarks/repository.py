@@ -299,6 +299,15 @@ def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
             raise InvalidatePoolError("idle connection failed its ping") from error
 
 
+def version_of(user_id: int) -> Any:
+    """The user's ``data_version`` as a column of a data statement.
+
+    Read in the same statement as the data, so in the same snapshot, it names exactly the state
+    the data comes from (``service.VersionedCache`` stores the data under it).
+    """
+    return select(User.data_version).where(User.id == user_id).scalar_subquery()
+
+
 def _is_unique_url_violation(error: IntegrityError) -> bool:
     diag = getattr(error.orig, "diag", None)
     return getattr(diag, "constraint_name", None) == UNIQUE_URL_INDEX
@@ -383,31 +392,44 @@ class BookmarkRepository:
             select(Bookmark).where(Bookmark.id == bookmark_id, Bookmark.user_id == user_id)
         ).scalar_one_or_none()
 
+    def get_versioned(self, user_id: int, bookmark_id: int) -> tuple[int | None, Bookmark | None]:
+        """``get``, and the user's ``data_version`` in the same snapshot (``None``: no user)."""
+        if not valid_id(bookmark_id):
+            bookmark_id = 0  # matches no row; the version is still read
+        row = self._session.execute(
+            select(User.data_version, Bookmark)
+            .select_from(User)
+            .outerjoin(Bookmark, (Bookmark.user_id == User.id) & (Bookmark.id == bookmark_id))
+            .where(User.id == user_id)
+        ).one_or_none()
+        return (None, None) if row is None else (row.data_version, row.Bookmark)
+
     def page(
         self, user_id: int, *, offset: int, limit: int, tag: str | None = None
-    ) -> tuple[list[Bookmark], int]:
-        """Newest first, with the total count for pagination links.
+    ) -> tuple[list[Bookmark], int, int | None]:
+        """Newest first, with the total count for pagination links and the user's version.
 
-        The items and the total come from one statement (a window count), so one snapshot: a
-        page never disagrees with its total while writes go on. Past the last page there is no
-        row to carry the count, and a second statement counts.
+        The items, the total and the version come from one statement (a window count), so one
+        snapshot: a page never disagrees with its total while writes go on. Past the last page
+        there is no row to carry them, and a second statement counts (``empty_page``).
         """
         where = [Bookmark.user_id == user_id]
         if tag:
             where.append(Bookmark.tags.contains([tag]))
         rows = self._session.execute(
-            select(Bookmark, func.count().over().label("total"))
+            select(
+                Bookmark,
+                func.count().over().label("total"),
+                version_of(user_id).label("data_version"),
+            )
             .where(*where)
             .order_by(Bookmark.created_at.desc(), Bookmark.id.desc())
             .offset(offset)
             .limit(limit)
         ).all()
         if rows:
-            return [row.Bookmark for row in rows], rows[0].total
-        total = self._session.execute(
-            select(func.count()).select_from(Bookmark).where(*where)
-        ).scalar_one()
-        return [], total
+            return [row.Bookmark for row in rows], rows[0].total, rows[0].data_version
+        return empty_page(self._session, user_id, where, offset)
 
     def add(self, user_id: int, values: Mapping[str, Any]) -> Bookmark:
         """Insert a bookmark; a second one with the same url raises ``ConflictError``."""
@@ -438,6 +460,20 @@ class BookmarkRepository:
                     errors={"json": {"url": ["already bookmarked"]}},
                 ) from None
             raise
+
+
+def empty_page(
+    session: Session, user_id: int, where: Sequence[Any], offset: int
+) -> tuple[list[Any], int, int | None]:
+    """A page that came back empty: the total, and the version if the page is still empty.
+
+    This is a second statement, so a second snapshot: if rows reached the page in between, the
+    empty page is not the state of this version, and it gets none (it is not cached).
+    """
+    total, version = session.execute(
+        select(func.count(), version_of(user_id)).select_from(Bookmark).where(*where)
+    ).one()
+    return [], total, version if total <= offset else None
 
 
 def _editable(values: Mapping[str, Any]) -> dict[str, Any]:

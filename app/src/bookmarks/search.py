@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.orm import Session
 
 from bookmarks.models import Bookmark
+from bookmarks.repository import empty_page, version_of
 
 TEXT_SEARCH_CONFIG = "english"
 # ts_rank_cd normalisation 32 maps a rank to rank / (rank + 1): comparable scores in [0, 1).
@@ -27,8 +28,11 @@ class SearchIndex:
 
     def search(
         self, user_id: int, text: str, *, offset: int, limit: int, tag: str | None = None
-    ) -> tuple[list[tuple[Bookmark, float]], int]:
-        """Return (bookmark, rank) best first, and how many bookmarks match in total."""
+    ) -> tuple[list[tuple[Bookmark, float]], int, int | None]:
+        """Return (bookmark, rank) best first, how many match in total, and the user's version.
+
+        All three from one statement, so one snapshot (see ``BookmarkRepository.page``).
+        """
         query = func.websearch_to_tsquery(literal(TEXT_SEARCH_CONFIG, type_=REGCONFIG), text)
         where = [Bookmark.user_id == user_id, Bookmark.search_vector.bool_op("@@")(query)]
         if tag:
@@ -37,16 +41,18 @@ class SearchIndex:
         # Ranking must visit every match anyway, so the total rides along as a window count
         # instead of a second pass over the index.
         rows = self._session.execute(
-            select(Bookmark, rank.label("rank"), func.count().over().label("total"))
+            select(
+                Bookmark,
+                rank.label("rank"),
+                func.count().over().label("total"),
+                version_of(user_id).label("data_version"),
+            )
             .where(*where)
             .order_by(rank.desc(), Bookmark.updated_at.desc(), Bookmark.id.desc())
             .offset(offset)
             .limit(limit)
         ).all()
-        if rows:
-            total = rows[0].total
-        else:  # past the last page (or no match): count without ranking
-            total = self._session.execute(
-                select(func.count()).select_from(Bookmark).where(*where)
-            ).scalar_one()
-        return [(row.Bookmark, float(row.rank)) for row in rows], total
+        if not rows:  # past the last page (or no match): count without ranking
+            return empty_page(self._session, user_id, where, offset)
+        hits = [(row.Bookmark, float(row.rank)) for row in rows]
+        return hits, rows[0].total, rows[0].data_version

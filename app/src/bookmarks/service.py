@@ -25,9 +25,10 @@ bump, but its change reaches readers that hold a lease only once the lease has e
 worker that need the query share it (``principals.SharedChecks``), only ever one that starts after
 they arrived.
 
-A reader that looked up version *v* before a write committed may store what it read under *v*;
-that entry is only ever served to requests that also hold *v*, i.e. that overlap the write, so
-no request that starts after a write has been acknowledged sees data older than that write.
+An entry is stored under the version read **in the same statement as its data** (one snapshot),
+not under the version the request's check saw: a reader that checked version *v* and then read
+after a write committed stores what it read under the write's version. So an entry under *v* is
+exactly the state *v* names, and a database restored to *v* is served exactly what it holds.
 
 The cached single reads of leased tokens are answered below Flask (``cached_reads``), from the
 same lease and the same cache keys, so everything above holds for them too.
@@ -168,11 +169,13 @@ class VersionedCache:
         )
         self._lock = threading.Lock()
 
-    def get_or_load(self, key: Hashable, load: Callable[[], T]) -> T:
+    def get_or_load(self, key: tuple[Hashable, ...], load: Callable[[], tuple[int | None, T]]) -> T:
         """Return the cached value for ``key`` or load, store and return it.
 
-        Loading happens outside the lock: two threads may load the same key at once, which costs
-        a query but never blocks readers of other keys behind a slow database.
+        ``key`` is ``(user_id, data_version, *parts)``; ``load`` returns the version its data was
+        read at (in the same snapshot) and the data, which is stored under that version (none:
+        not stored). Loading happens outside the lock: two threads may load the same key at once,
+        which costs a query but never blocks readers of other keys behind a slow database.
         """
         with self._lock:
             entry = self._cache.get(key, _MISSING)
@@ -180,8 +183,9 @@ class VersionedCache:
             CACHE_HITS.inc()
             return entry[0]  # type: ignore[index]
         CACHE_MISSES.inc()
-        value = load()
-        self._store(key, value)
+        version, value = load()
+        if version is not None:
+            self._store((key[0], version, *key[2:]), value)
         return value
 
     def _store(self, key: Hashable, value: object) -> None:
@@ -236,9 +240,9 @@ class BookmarkService:
     def get(self, principal: Principal, bookmark_id: int) -> BookmarkRecord:
         """Return one bookmark of the caller, or raise ``NotFoundError``."""
 
-        def load() -> BookmarkRecord | None:
-            bookmark = self._repo.get(principal.user_id, bookmark_id)
-            return BookmarkRecord.from_model(bookmark) if bookmark else None
+        def load() -> tuple[int | None, BookmarkRecord | None]:
+            version, bookmark = self._repo.get_versioned(principal.user_id, bookmark_id)
+            return version, BookmarkRecord.from_model(bookmark) if bookmark else None
 
         record = self.cache.get_or_load(self._key(principal, "get", bookmark_id), self._read(load))
         if record is None:
@@ -254,12 +258,12 @@ class BookmarkService:
     ) -> PageResult:
         """Return one page of the caller's bookmarks, newest first."""
 
-        def load() -> PageResult:
-            rows, total = self._repo.page(
+        def load() -> tuple[int | None, PageResult]:
+            rows, total, version = self._repo.page(
                 principal.user_id, offset=(page - 1) * per_page, limit=per_page, tag=tag
             )
             items = tuple(BookmarkRecord.from_model(row) for row in rows)
-            return PageResult(items=items, total=total, page=page, per_page=per_page)
+            return version, PageResult(items=items, total=total, page=page, per_page=per_page)
 
         key = self._key(principal, "list", page, per_page, tag)
         return self.cache.get_or_load(key, self._read(load))
@@ -269,12 +273,12 @@ class BookmarkService:
     ) -> PageResult:
         """Return one page of the caller's bookmarks matching ``text``, best match first."""
 
-        def load() -> PageResult:
-            hits, total = self._search.search(
+        def load() -> tuple[int | None, PageResult]:
+            hits, total, version = self._search.search(
                 principal.user_id, text, offset=(page - 1) * per_page, limit=per_page, tag=tag
             )
             items = tuple(BookmarkRecord.from_model(row, rank) for row, rank in hits)
-            return PageResult(items=items, total=total, page=page, per_page=per_page)
+            return version, PageResult(items=items, total=total, page=page, per_page=per_page)
 
         key = self._key(principal, "search", text, page, per_page, tag)
         return self.cache.get_or_load(key, self._read(load))
