@@ -19,6 +19,9 @@ from hey_load import LoadGenerator as SharedLoadGenerator  # noqa: E402
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
 DOMAIN = "bookmarks.test"
 LB, WEB1, WEB2, DB = "bm-cluster-lb", "bm-cluster-web1", "bm-cluster-web2", "bm-cluster-db"
+# The second balancer: the first asks the CA, this one serves a copy of its certificate.
+LB2 = "bm-cluster-lb2"
+LBS = (LB, LB2)
 WEBS = (WEB1, WEB2)
 CA_BUNDLE = "/var/tmp/pebble-root.pem"
 # testinfra's ansible backend reads the inventory with `ansible-inventory --list`, which prints

@@ -6,13 +6,14 @@ import json
 import uuid
 
 import pytest
-from conftest import CA_BUNDLE, DB, DOMAIN, LB, WEB1, WEB2, WEBS, address, curl, node
+from conftest import CA_BUNDLE, DB, DOMAIN, LB, LB2, LBS, WEB1, WEB2, WEBS, address, curl, node
 
 
 @pytest.mark.parametrize(
     ("name", "units"),
     [
         (LB, ["nginx.service", "certbot.timer"]),
+        (LB2, ["nginx.service", "ssh.service"]),
         (WEB1, ["bookmarks.socket", "bookmarks.service"]),
         (WEB2, ["bookmarks.socket", "bookmarks.service"]),
         (DB, ["postgresql.service", "postgresql-backup.timer"]),
@@ -34,18 +35,21 @@ def test_web_hosts_run_neither_nginx_nor_a_database(name):
     assert not host.package("postgresql").is_installed
 
 
-def test_balancer_proxies_to_both_web_hosts_with_passive_checks(lb):
-    conf = lb.file("/etc/nginx/bookmarks.upstream.conf").content_string
+@pytest.mark.parametrize("name", LBS)
+def test_each_balancer_proxies_to_both_web_hosts_with_passive_checks(name):
+    balancer = node(name)
+    conf = balancer.file("/etc/nginx/bookmarks.upstream.conf").content_string
     for web in WEBS:
         assert f"server {address(web)}:8000 max_fails=" in conf
     assert " down" not in conf
-    assert not lb.file("/srv/bookmarks/current").exists
+    assert not balancer.file("/srv/bookmarks/current").exists
 
 
 @pytest.mark.parametrize("web", WEBS)
-def test_web_hosts_admit_only_the_balancer(lb, web):
+def test_web_hosts_admit_only_the_balancers(web):
     url = f"http://{address(web)}:8000/health"
-    assert json.loads(curl(lb, "--max-time", "5", url))["status"] == "ok"
+    for balancer in LBS:
+        assert json.loads(curl(node(balancer), "--max-time", "5", url))["status"] == "ok"
     for outsider in (DB, WEB2 if web == WEB1 else WEB1):
         refused = node(outsider).run(f"curl -sS --max-time 3 {url}")
         assert refused.rc != 0, f"{outsider} reached {url}"

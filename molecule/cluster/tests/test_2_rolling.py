@@ -11,11 +11,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, WEB2, WEBS, LoadGenerator, node, run_playbook
+from conftest import LBS, PROJECT, WEB2, WEBS, LoadGenerator, node, run_playbook
 
 
 def live_release(name: str) -> str:
     return node(name).file("/srv/bookmarks/current").linked_to.rsplit("/", 1)[1]
+
+
+def assert_no_balancer_drains() -> None:
+    for balancer in LBS:
+        conf = node(balancer).file("/etc/nginx/bookmarks.upstream.conf").content_string
+        assert " down" not in conf, balancer
 
 
 def status(name: str) -> dict:
@@ -59,9 +65,11 @@ def test_rolling_deploy_under_load_fails_no_request(lb, before):
     # One batch per web host, each drained and then put back on the balancer.
     assert output.count("TASK [Take this batch out of the load balancers]") == len(WEBS)
     assert output.count("TASK [Put this batch back into the load balancers]") == len(WEBS)
+    for balancer in LBS:
+        assert f" -> {balancer}]" in output, f"no drain on {balancer}"
     assert report.failed == 0, report.text
     assert report.statuses.get(200, 0) > 100
-    assert " down" not in lb.file("/etc/nginx/bookmarks.upstream.conf").content_string
+    assert_no_balancer_drains()
 
 
 def test_rolling_rollback_under_load_fails_no_request(lb, before):
@@ -71,7 +79,7 @@ def test_rolling_rollback_under_load_fails_no_request(lb, before):
         assert status(web)["release_id"] == before[web]
     assert output.count("TASK [Take this batch out of the load balancers]") == len(WEBS)
     assert report.failed == 0, report.text
-    assert " down" not in lb.file("/etc/nginx/bookmarks.upstream.conf").content_string
+    assert_no_balancer_drains()
 
 
 @pytest.fixture
@@ -125,4 +133,4 @@ def test_failed_batch_stops_the_rollout_and_puts_back_the_switched_hosts(
         assert live_release(web) == before[web], web
         assert status(web)["release_id"] == before[web]
     assert report.failed == 0, report.text
-    assert " down" not in lb.file("/etc/nginx/bookmarks.upstream.conf").content_string
+    assert_no_balancer_drains()
