@@ -183,6 +183,12 @@ def test_a_hold_killed_with_kill_9_never_blocks_the_next_run(host, hostname):
     assert "is held by a test hold (run by-hand-" in text, text[-3000:]
     assert "started by tester" in text
     assert live_release(host) == before
+    # A restore waits its turn too, before it stops anything.
+    main_pid = unit_property(host, "MainPID")
+    restore = run_playbook("restore.yml", hostname, "-e", "restore_confirm=yes")
+    assert restore.returncode != 0
+    assert "is held by a test hold (run by-hand-" in " ".join(restore.stdout.split())
+    assert unit_property(host, "MainPID") == main_pid
     assert not lock_is_free(host)
 
     host.run(f"kill -9 {holder['pid']}")
