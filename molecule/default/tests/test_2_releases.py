@@ -183,7 +183,9 @@ def test_a_hold_killed_with_kill_9_never_blocks_the_next_run(host, hostname):
     assert "is held by a test hold (run by-hand-" in text, text[-3000:]
     assert "started by tester" in text
     assert live_release(host) == before
-    # A restore waits its turn too, before it stops anything.
+    # A restore waits its turn too, before it stops anything (a dump to choose, taken now).
+    backup = run_playbook("backup.yml", hostname)
+    assert backup.returncode == 0, backup.stdout[-3000:]
     main_pid = unit_property(host, "MainPID")
     restore = run_playbook("restore.yml", hostname, "-e", "restore_confirm=yes")
     assert restore.returncode != 0
