@@ -54,6 +54,12 @@ def run_playbook(
     return subprocess.run(command, capture_output=True, text=True, check=False, env=env)
 
 
+def said(run) -> str:
+    """What a run printed, on stdout or stderr (failures go to stderr under molecule's settings),
+    as one line: YAML's line folding and quote doubling ('app''s') undone."""
+    return " ".join((run.stdout + run.stderr).replace("''", "'").split())
+
+
 def recap(output: str) -> dict[str, dict[str, int]]:
     """The PLAY RECAP counters of an ansible-playbook run, per host."""
     counters: dict[str, dict[str, int]] = {}

@@ -10,7 +10,7 @@ as a package install leaves one. Both are removed after the run.
 import re
 
 import pytest
-from conftest import SCENARIO_DIR, recap, run_playbook, sql
+from conftest import SCENARIO_DIR, recap, run_playbook, said, sql
 
 CONVERGE = SCENARIO_DIR / "converge.yml"
 NEWER = "99"
@@ -75,7 +75,7 @@ def test_apps_cluster_keeps_running_untouched(host, upgraded):
 
 
 def test_warning_names_both_versions_and_the_upgrade(host, upgraded):
-    output = " ".join(upgraded["run"].stdout.split())
+    output = said(upgraded["run"])
     old = major(host)
     for words in (
         f"PostgreSQL {NEWER} is installed, but the app's database bookmarks",
