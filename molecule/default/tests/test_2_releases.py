@@ -172,28 +172,34 @@ def test_two_deploys_started_together_one_runs_and_the_other_is_refused(host, ho
     assert lock_is_free(host)
 
 
+def said(run) -> str:
+    """What a run printed on stdout and stderr (molecule's settings send failures to stderr)."""
+    return " ".join((run.stdout + (run.stderr or "")).split())
+
+
 def test_a_hold_killed_with_kill_9_never_blocks_the_next_run(host, hostname):
     taken = host.run(f"{TOOL} lock by-hand-{uuid.uuid4().hex[:6]} 600 tester a test hold")
     assert taken.rc == 0, taken.stderr
     holder = json.loads(taken.stdout)
-    before = live_release(host)
-    refused = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
-    assert refused.returncode != 0
-    text = " ".join(refused.stdout.split())
-    assert "is held by a test hold (run by-hand-" in text, text[-3000:]
-    assert "started by tester" in text
-    assert live_release(host) == before
-    # A restore waits its turn too, before it stops anything (a dump to choose, taken now).
-    backup = run_playbook("backup.yml", hostname)
-    assert backup.returncode == 0, backup.stdout[-3000:]
-    main_pid = unit_property(host, "MainPID")
-    restore = run_playbook("restore.yml", hostname, "-e", "restore_confirm=yes")
-    assert restore.returncode != 0
-    assert "is held by a test hold (run by-hand-" in " ".join(restore.stdout.split())
-    assert unit_property(host, "MainPID") == main_pid
-    assert not lock_is_free(host)
-
-    host.run(f"kill -9 {holder['pid']}")
+    try:
+        before = live_release(host)
+        refused = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
+        assert refused.returncode != 0
+        assert "is held by a test hold (run by-hand-" in said(refused), said(refused)[-3000:]
+        assert "started by tester" in said(refused)
+        assert live_release(host) == before
+        # A restore waits its turn too, before it stops anything (a dump to choose, taken now).
+        backup = run_playbook("backup.yml", hostname)
+        assert backup.returncode == 0, backup.stdout[-3000:]
+        main_pid = unit_property(host, "MainPID")
+        restore = run_playbook("restore.yml", hostname, "-e", "restore_confirm=yes")
+        assert restore.returncode != 0
+        assert "is held by a test hold (run by-hand-" in said(restore), said(restore)[-3000:]
+        assert unit_property(host, "MainPID") == main_pid
+        assert not lock_is_free(host)
+    finally:
+        # Whatever failed above, the later tests' deploys must not meet this hold.
+        host.run(f"kill -9 {holder['pid']}")
     deployed = run_playbook("deploy.yml", hostname, "-e", "app_force_release=true")
     assert deployed.returncode == 0, deployed.stdout[-3000:]
     assert live_release(host) != before
