@@ -28,7 +28,11 @@ def db_sql(query: str) -> str:
 
 def ready(web: str) -> dict:
     return json.loads(
-        curl(node(web), "--unix-socket", "/run/bookmarks/gunicorn.sock", "http://l/health/ready")
+        curl(
+            node(web),
+            *("--max-time", "10", "--unix-socket", "/run/bookmarks/gunicorn.sock"),
+            "http://localhost/health/ready",
+        )
     )
 
 
