@@ -14,8 +14,8 @@ CA = "/etc/bookmarks/database-ca.crt"
 # The app's own URL from its env file, as psql takes it (no driver, no query): the password
 # stays on the web host, never in a test's command line or output.
 PSQL = (
-    "set -a; . /etc/bookmarks/bookmarks.env; "
-    "url=$(printf %s \"$DATABASE_URL\" | sed 's/+psycopg//; s/?.*//'); "
+    "url=$(sed -n 's/^DATABASE_URL=\"\\(.*\\)\"$/\\1/p' /etc/bookmarks/bookmarks.env "
+    "| sed 's/+psycopg//; s/?.*//'); "
     'psql -w -X -At "$url?{params}" -c {sql}'
 )
 SSL_OF_MY_CONNECTION = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
