@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Benchmark the bookmarks app under its shipped gunicorn config, beside a bare-Flask ceiling.
+"""Benchmark the bookmarks app on both of its paths, beside a bare Flask and a bare WSGI app.
 
 Run through bench/app-bench.sh (it provides the venv, wrk and a throwaway PostgreSQL in
-DATABASE_URL). Prints requests/s and p50/p99 latency for: get-one cached, get-one uncached (random
-ids over more bookmarks than the caches hold), list, search (random terms and pages), and a bare
-Flask endpoint returning a constant served by the same gunicorn config: the ceiling, and beside it
-the same endpoint running one prepared query first (the floor of any read that checks the database
-on every request, as the coherent cache did before read leases, and does with READ_LEASE_MS=0).
-The cache hit rate of each run is read from /metrics, so "cached" and "uncached" are measured, not
-assumed.
-All traffic stays on 127.0.0.1; every run is bounded by --duration.
+DATABASE_URL). One run serves, each under the shipped gunicorn config: the app with the fast path
+(``FASTPATH=on``), the app on the plain Flask path (``FASTPATH=off``), the plain path without
+SQLAlchemy's ``pool_pre_ping`` (what a ping on every checkout costs), a bare Flask endpoint
+returning a constant (the ceiling of any Flask view), and a bare WSGI app running the same one
+prepared query as the token check (the floor of any read that asks the database once). It prints
+requests/s and p50/p99 latency for get-one cached, get-one uncached (random ids over more bookmarks
+than the caches hold), list and search on both paths, and a JSON summary: the fast path against the
+plain path (it stays only at 1.3x or more), and the cost of ``pool_pre_ping`` on the plain path (it
+stays only under 10 %). The cache hit rate of each run is read from /metrics, so "cached" and
+"uncached" are measured, not assumed. All traffic stays on 127.0.0.1; every run is bounded by
+--duration.
 """
 
 from __future__ import annotations
@@ -49,33 +52,52 @@ app = Flask(__name__)
 def ceiling():
     return {"status": "ok"}
 """
-# The ceiling plus one prepared query on a pooled connection (the token and data_version lookup),
-# nothing else: what a cached read would cost at best if it checked the database every time, as it
-# does with READ_LEASE_MS=0. Cached reads above it show what the read lease saves.
-QUERY_CEILING_APP = """import os
+# One prepared query on a pooled psycopg connection (the token check's, for the bench token) and a
+# constant answer, without any framework: the floor of any read that asks the database once.
+QUERY_WSGI_APP = """import hashlib
+import os
 
-from flask import Flask
 from sqlalchemy import create_engine
 
-app = Flask(__name__)
 engine = create_engine(os.environ["DATABASE_URL"], isolation_level="AUTOCOMMIT")
 QUERY = (
     "SELECT u.id, u.name, u.data_version FROM users u JOIN api_tokens t ON t.user_id = u.id"
     " WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL"
 )
+TOKEN_HASH = hashlib.sha256(os.environ["BENCH_TOKEN"].encode()).hexdigest()
+BODY = b'{"status":"ok"}\\n'
+HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))]
 
 
-@app.get("/ceiling")
-def ceiling():
+def app(environ, start_response):
     connection = engine.raw_connection()
     try:
         with connection.cursor() as cursor:
-            cursor.execute(QUERY, {"token_hash": "0" * 64}, prepare=True)
+            cursor.execute(QUERY, {"token_hash": TOKEN_HASH}, prepare=True)
             cursor.fetchone()
     finally:
         connection.close()
-    return {"status": "ok"}
+    start_response("200 OK", list(HEADERS))
+    return [BODY]
 """
+# The plain path with SQLAlchemy's pre-ping off: the same app, one engine option changed.
+NO_PREPING_APP = """from bookmarks import create_app
+from bookmarks.config import ProductionConfig
+
+
+class NoPrePing(ProductionConfig):
+    def engine_options(self):
+        return {**super().engine_options(), "pool_pre_ping": False}
+
+
+app = create_app(NoPrePing)
+"""
+# The app's servers: name -> (WSGI app, extra environment).
+APPS = {
+    "fast": ("bookmarks.wsgi:app", {"FASTPATH": "on"}),
+    "plain": ("bookmarks.wsgi:app", {"FASTPATH": "off"}),
+    "plain, no pre-ping": ("no_preping_app:app", {"FASTPATH": "off"}),
+}
 CACHE_SAMPLE = re.compile(r'bookmarks_cache_requests_total\{result="(\w+)"\} (\S+)')
 SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
@@ -209,6 +231,13 @@ def seed(database_url: str, count: int) -> tuple[str, int]:
     return token, first
 
 
+CEILING = "bare Flask (constant)"
+QUERY_FLOOR = "bare WSGI + 1 prepared query"
+NO_PREPING = "plain, no pre-ping: get-one cached"
+# Always run, whatever --only says: the summary needs them.
+ALWAYS = (CEILING, QUERY_FLOOR, "fast: get-one cached", "plain: get-one cached", NO_PREPING)
+
+
 def main() -> None:  # noqa: PLR0915 - a linear script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
@@ -221,7 +250,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         "--only",
         default="",
         help="run only scenarios whose name contains one of these comma-separated words"
-        " (the two ceilings and get-one cached always run: the summary needs them)",
+        " (the references and get-one cached always run: the summary needs them)",
     )
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
@@ -234,80 +263,97 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     token, first_id = seed(database_url, args.bookmarks)
 
     work = Path(tempfile.mkdtemp(prefix="bookmarks-bench-"))
-    (work / "metrics").mkdir()
     (work / "ceiling_app.py").write_text(CEILING_APP)
-    (work / "query_ceiling_app.py").write_text(QUERY_CEILING_APP)
+    (work / "query_wsgi_app.py").write_text(QUERY_WSGI_APP)
+    (work / "no_preping_app.py").write_text(NO_PREPING_APP)
     env = {
         **os.environ,
         "BOOKMARKS_CONFIG": "production",
         "SECRET_KEY": os.urandom(32).hex(),
         "DATABASE_URL": database_url,
-        "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
         "LOG_LEVEL": "INFO",  # as in production: one JSON line per request (to a file here)
         "BENCH_TOKEN": token,
     }
     os.environ["BENCH_TOKEN"] = token
-    app_port, ceiling_port, query_port = free_port(), free_port(), free_port()
-    servers = [
-        serve("bookmarks.wsgi:app", app_port, env, work / "app.log"),
-        serve("ceiling_app:app", ceiling_port, env, work / "ceiling.log", pythonpath=str(work)),
-        serve("query_ceiling_app:app", query_port, env, work / "query.log", pythonpath=str(work)),
-    ]
-    app_base, ceiling_base = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{ceiling_port}"
+    bases: dict[str, str] = {}
+    servers = []
+    for name, (wsgi, extra) in [
+        *APPS.items(),
+        ("ceiling", ("ceiling_app:app", {})),
+        ("query", ("query_wsgi_app:app", {})),
+    ]:
+        port = free_port()
+        metrics = work / f"metrics-{len(servers)}"  # each server counts its own requests
+        metrics.mkdir()
+        server_env = {**env, **extra, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+        log = work / f"server-{len(servers)}.log"
+        servers.append(serve(wsgi, port, server_env, log, pythonpath=str(work)))
+        bases[name] = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{app_base}/health/ready")
-        wait_ready(f"{ceiling_base}/ceiling")
-        query_base = f"http://127.0.0.1:{query_port}"
-        wait_ready(f"{query_base}/ceiling")
+        for name in APPS:
+            wait_ready(f"{bases[name]}/health/ready")
+        wait_ready(f"{bases['ceiling']}/ceiling")
+        wait_ready(f"{bases['query']}/")
         last = first_id + args.bookmarks - 1
-        scenarios = {
-            "ceiling (bare Flask)": (ceiling_base + "/ceiling", lua(work, "plain", "")),
-            "ceiling + 1 query": (query_base + "/ceiling", lua(work, "plain", "")),
-            "get-one cached": (f"{app_base}/api/bookmarks/{first_id}", lua(work, "get", "")),
-            "get-one uncached": (
-                app_base,
-                lua(
-                    work,
-                    "random",
-                    f"request = function()\n  return wrk.format('GET', '/api/bookmarks/' .. "
-                    f"math.random({first_id}, {last}))\nend\n",
-                ),
-            ),
-            "list (page 1, 20)": (f"{app_base}/api/bookmarks?per_page=20", lua(work, "list", "")),
-            "search (random term+page)": (
-                app_base,
-                lua(
-                    work,
-                    "search",
-                    "local words = {" + ",".join(f'"{w}"' for w in WORDS) + "}\n"
-                    "request = function()\n"
-                    "  return wrk.format('GET', '/api/bookmarks?per_page=20&q='"
-                    " .. words[math.random(#words)] .. '&page=' .. math.random(1, 20))\nend\n",
-                ),
-            ),
+        plain_lua = lua(work, "plain", "")
+        scenarios: dict[str, tuple[str, str, Path]] = {
+            CEILING: ("ceiling", bases["ceiling"] + "/ceiling", plain_lua),
+            QUERY_FLOOR: ("query", bases["query"] + "/", plain_lua),
         }
+        random_id = lua(
+            work,
+            "random",
+            f"request = function()\n  return wrk.format('GET', '/api/bookmarks/' .. "
+            f"math.random({first_id}, {last}))\nend\n",
+        )
+        search = lua(
+            work,
+            "search",
+            "local words = {" + ",".join(f'"{w}"' for w in WORDS) + "}\n"
+            "request = function()\n"
+            "  return wrk.format('GET', '/api/bookmarks?per_page=20&q='"
+            " .. words[math.random(#words)] .. '&page=' .. math.random(1, 20))\nend\n",
+        )
+        for mode in ("fast", "plain"):
+            base = bases[mode]
+            scenarios |= {
+                f"{mode}: get-one cached": (mode, f"{base}/api/bookmarks/{first_id}", plain_lua),
+                f"{mode}: get-one uncached": (mode, base, random_id),
+                f"{mode}: list (page 1, 20)": (
+                    mode,
+                    f"{base}/api/bookmarks?per_page=20",
+                    plain_lua,
+                ),
+                f"{mode}: search (random term+page)": (mode, base, search),
+            }
+        scenarios[NO_PREPING] = (
+            "plain, no pre-ping",
+            f"{bases['plain, no pre-ping']}/api/bookmarks/{first_id}",
+            plain_lua,
+        )
         wanted = [word for word in args.only.split(",") if word]
         if wanted:
             scenarios = {
                 name: value
                 for name, value in scenarios.items()
-                if "ceiling" in name or name == "get-one cached" or any(w in name for w in wanted)
+                if name in ALWAYS or any(w in name for w in wanted)
             }
         # Warm up every worker (imports, connection pools) before measuring.
-        for url, script in scenarios.values():
+        for _, url, script in scenarios.values():
             run_wrk(url, script, 8, 2)
         results: list[Result] = []
-        # Level by level, every scenario in turn: the ceilings and the app are measured moments
-        # apart, so a change in the machine's load skews their ratio as little as possible.
+        # Level by level, every scenario in turn: the references and both paths are measured
+        # moments apart, so a change in the machine's load skews their ratios as little as possible.
         for connections in levels:
-            for name, (url, script) in scenarios.items():
+            for name, (server, url, script) in scenarios.items():
+                counted = server in APPS
                 runs = []
                 for _ in range(args.repeat):
-                    before = cache_counts(app_base) if "ceiling" not in name else None
+                    before = cache_counts(bases[server]) if counted else None
                     rps, p50, p99, errors = run_wrk(url, script, connections, args.duration)
                     hit_rate = None
                     if before is not None:
-                        after = cache_counts(app_base)
+                        after = cache_counts(bases[server])
                         hits, misses = after[0] - before[0], after[1] - before[1]
                         hit_rate = hits / (hits + misses) if hits + misses else None
                     runs.append(Result(name, connections, rps, p50, p99, errors, hit_rate))
@@ -317,7 +363,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 results.append(result)
                 hit_rate = result.hit_rate
                 print(
-                    f"{name:28} c={connections:<3} {result.rps:9.1f} req/s  "
+                    f"{name:34} c={connections:<3} {result.rps:9.1f} req/s  "
                     f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
                     f"errors {result.errors}"
                     + (f"  cache hits {hit_rate:.0%}" if hit_rate is not None else "")
@@ -334,13 +380,15 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     def best(name: str) -> Result:
         return max((r for r in results if r.scenario == name), key=lambda r: r.rps)
 
-    ceiling, cached = best("ceiling (bare Flask)"), best("get-one cached")
-    query_ceiling = best("ceiling + 1 query")
-    half = max(1, cached.connections // 2)
-    at_half = min(
-        (r for r in results if r.scenario == "get-one cached"),
-        key=lambda r: abs(r.connections - half),
-    )
+    def ratio(name: str, reference: str) -> float | None:
+        have = {r.scenario for r in results}
+        if name not in have or reference not in have:
+            return None
+        return round(best(name).rps / best(reference).rps, 2)
+
+    fast, plain = best("fast: get-one cached"), best("plain: get-one cached")
+    fast_vs_plain = fast.rps / plain.rps
+    pre_ping_cost = 1 - plain.rps / best(NO_PREPING).rps
     summary = {
         "tool": subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)  # noqa: S607
         .stdout.splitlines()[0]
@@ -355,15 +403,29 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             for k in ("workers", "threads", "worker_class")
         },
         "read_lease_ms": env.get("READ_LEASE_MS", "default (20)"),
-        "ceiling_rps": round(ceiling.rps),
-        "cached_get_one_rps": round(cached.rps),
-        "cached_vs_ceiling": round(cached.rps / ceiling.rps, 2),
-        "goal_70_percent": cached.rps / ceiling.rps >= 0.7,
-        "ceiling_plus_one_query_rps": round(query_ceiling.rps),
-        "cached_vs_ceiling_plus_one_query": round(cached.rps / query_ceiling.rps, 2),
-        "saturation_connections": cached.connections,
-        "p99_ms_at_half_saturation": {"connections": at_half.connections, "p99_ms": at_half.p99_ms},
-        "goal_p99_under_25ms": at_half.p99_ms < 25,
+        "best_rps": {
+            name: round(best(name).rps) for name in dict.fromkeys(r.scenario for r in results)
+        },
+        "fast_vs_plain": {
+            kind: ratio(f"fast: {kind}", f"plain: {kind}")
+            for kind in (
+                "get-one cached",
+                "get-one uncached",
+                "list (page 1, 20)",
+                "search (random term+page)",
+            )
+        },
+        "fast_path_stays (get-one cached, fast >= 1.3 x plain)": fast_vs_plain >= 1.3,
+        "vs_bare_flask": {
+            "fast": ratio(fast.scenario, CEILING),
+            "plain": ratio(plain.scenario, CEILING),
+        },
+        "vs_bare_wsgi_one_query": {
+            "fast": ratio(fast.scenario, QUERY_FLOOR),
+            "plain": ratio(plain.scenario, QUERY_FLOOR),
+        },
+        "pool_pre_ping_cost_on_plain_get_one_cached": round(pre_ping_cost, 3),
+        "pool_pre_ping_stays (cost <= 10 %)": pre_ping_cost <= 0.10,
         "errors": sum(r.errors for r in results),
     }
     print(json.dumps(summary, indent=2))

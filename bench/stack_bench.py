@@ -38,7 +38,7 @@ def start_container(name: str, image: str) -> None:
     sh("docker", "rm", "-f", name, check=False)
     sh(
         "docker", "run", "-d", "--name", name, "--hostname", name, "--label", LABEL,
-        "--cap-add", "SYS_ADMIN", "--cgroupns", "host",
+        "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cgroupns", "host",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
         "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
         "--stop-signal", "SIGRTMIN+3", image, "/lib/systemd/systemd",

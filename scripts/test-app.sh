@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# App tests against a real PostgreSQL: lint (ruff check, ruff format --check) and pytest for app/.
+# App tests against a real PostgreSQL: lint (ruff check, ruff format --check) and pytest for app/,
+# twice: with the fast path on and off.
 #
 # Sets up what it needs, idempotently, so it works on a fresh Debian 12/13 with python3 and git:
 #   - Debian's PostgreSQL server and python3-venv, via apt, only when missing (root needed then);
@@ -82,5 +83,9 @@ say "ruff check + ruff format --check (app/)"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 
-say "pytest (app/tests)"
-"$VENV/bin/pytest" "$@"
+# The whole suite runs twice: with the fast path (the default) and on the plain Flask path it must
+# answer exactly like (FASTPATH=off, the reference). Tests of the fast path itself set it on.
+say "pytest (app/tests), fast path on (FASTPATH=on)"
+FASTPATH=on "$VENV/bin/pytest" "$@"
+say "pytest (app/tests), plain Flask path (FASTPATH=off)"
+FASTPATH=off "$VENV/bin/pytest" "$@"

@@ -35,13 +35,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bookmarks import create_app
-from bookmarks.cached_reads import CachedReads
 from bookmarks.config import TestingConfig
 from bookmarks.extensions import db
+from bookmarks.fastpath import CachedReads
 from bookmarks.logs import HANDLER_MARK
 from bookmarks.ops import readiness_engine
-from bookmarks.principals import wait_out_leases
-from bookmarks.repository import UserRepository
+from bookmarks.repository import UserRepository, wait_out_leases
 
 APP_DIR = Path(__file__).resolve().parents[1]
 PGCLUSTER_SH = APP_DIR / "tools" / "pgcluster.sh"
@@ -101,12 +100,28 @@ def cache_hits() -> float:
     return REGISTRY.get_sample_value("bookmarks_cache_requests_total", {"result": "hit"}) or 0.0
 
 
-def cached_reads_of(app: Flask) -> CachedReads:
-    """The app's ``CachedReads`` middleware (its ``answered`` counts what it answered)."""
+def cached_reads_of(app: Flask) -> CachedReads | None:
+    """The app's ``CachedReads`` middleware (its ``answered`` counts what it answered), if any."""
     layer: Any = app.wsgi_app
     while not isinstance(layer, CachedReads):
-        layer = layer.app if hasattr(layer, "app") else layer.wsgi_app
+        if hasattr(layer, "app"):
+            layer = layer.app
+        elif hasattr(layer, "wsgi_app"):
+            layer = layer.wsgi_app
+        else:
+            return None  # the plain path: no fast path installed
     return layer
+
+
+def answered_below_flask(app: Flask) -> int:
+    """How many requests the fast path answered without Flask (0 on the plain path)."""
+    layer = cached_reads_of(app)
+    return layer.answered if layer is not None else 0
+
+
+def pytest_report_header() -> str:
+    """Which path the suite runs on (``scripts/test-app.sh`` runs it on both)."""
+    return f"bookmarks: FASTPATH={os.environ.get('FASTPATH') or 'on (default)'}"
 
 
 def dispose(app: Flask) -> None:

@@ -1,8 +1,8 @@
 """CachedReads: cached single reads answered below Flask, exactly as Flask would answer them.
 
-Each test compares an answer of the middleware with the answer Flask gives to the same request
-(an app with leases off, ``READ_LEASE_MS=0``, never takes the short way), or checks that a request
-the middleware must not answer reaches Flask.
+Each test compares an answer of the middleware with the answer the plain Flask path gives to the
+same request (an app with ``FASTPATH=off``), or checks that a request the middleware must not
+answer reaches Flask. Every app here has the fast path on, whatever mode the suite runs in.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from flask import Flask
 from prometheus_client import REGISTRY
 
 from bookmarks.api import ITEM_ENDPOINT
-from conftest import cache_hits, cached_reads_of
+from conftest import answered_below_flask, cache_hits
 
 
 def served(app: Flask) -> int:
-    return cached_reads_of(app).answered
+    return answered_below_flask(app)
 
 
 def requests_counted(status: str = "200") -> float:
@@ -43,14 +43,14 @@ def access_lines(only_the_json_handler: Callable[[bool], io.StringIO]) -> Callab
 
 @pytest.fixture
 def flask_only(app_factory: Callable[..., Flask]) -> Flask:
-    """An instance that never answers from a lease, so Flask answers every request."""
-    return app_factory(READ_LEASE_MS=0)
+    """An instance on the plain path (the reference), so Flask answers every request."""
+    return app_factory(FASTPATH=False)
 
 
 @pytest.fixture
 def leased(app_factory: Callable[..., Flask]) -> Flask:
     """An instance whose leases outlast any test (a slow machine must not end them midway)."""
-    return app_factory(READ_LEASE_MS=1000)
+    return app_factory(FASTPATH=True, READ_LEASE_MS=1000)
 
 
 def test_a_cached_read_is_answered_below_flask_exactly_as_flask_answers_it(
@@ -144,7 +144,7 @@ def test_an_ended_lease_sends_the_request_to_flask(
     app_factory: Callable[..., Flask], create: Callable[..., dict[str, Any]], auth: dict[str, str]
 ) -> None:
     bookmark = create()
-    instance = app_factory(READ_LEASE_MS=1)
+    instance = app_factory(FASTPATH=True, READ_LEASE_MS=1)
     client = instance.test_client()
     path = f"/api/bookmarks/{bookmark['id']}"
     assert client.get(path, headers=auth).status_code == 200

@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bookmarks.principals import lease_wait
+from bookmarks.repository import lease_wait
 from conftest import (
     PGCLUSTER_SH,
     Served,

@@ -21,7 +21,15 @@ PG_URL = "postgresql+psycopg://bookmarks:pw@127.0.0.1:5432/bookmarks"
 @pytest.fixture
 def production_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """A valid production environment that single tests then break."""
-    for name in ("PAGE_SIZE", "LOG_LEVEL", "BOOKMARKS_CONFIG", "FLASK_CONFIG", "READ_LEASE_MS"):
+    unset = (
+        "PAGE_SIZE",
+        "LOG_LEVEL",
+        "BOOKMARKS_CONFIG",
+        "FLASK_CONFIG",
+        "READ_LEASE_MS",
+        "FASTPATH",
+    )
+    for name in unset:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SECRET_KEY", STRONG_SECRET)
     monkeypatch.setenv("DATABASE_URL", PG_URL)
@@ -36,7 +44,8 @@ def test_valid_production_config_builds_a_safe_app(production_env: pytest.Monkey
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
     assert app.config["MAX_CONTENT_LENGTH"] == 65536
-    # Pinged only after sitting idle (repository.ping_idle_connections), not on every checkout.
+    # The fast path is on by default: pinged only after sitting idle, not on every checkout.
+    assert app.config["FASTPATH"] is True
     assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is False
     assert app.config["DB_PING_IDLE_SECONDS"] == 10
 

@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import cached_reads_of
+from conftest import answered_below_flask
 
 
 def test_index_links_the_api_its_document_and_the_health_checks(client: FlaskClient) -> None:
@@ -52,4 +52,4 @@ def test_index_is_answered_by_flask_with_the_usual_headers(app: Flask, client: F
     response = client.get("/", headers={"X-Request-ID": "index-1"})
     assert response.headers["X-Request-ID"] == "index-1"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert cached_reads_of(app).answered == 0
+    assert answered_below_flask(app) == 0

@@ -16,13 +16,14 @@ from bookmarks import repository
 from bookmarks.auth import hash_token
 from bookmarks.errors import ConflictError
 from bookmarks.extensions import db
+from bookmarks.fastpath import connections
+from bookmarks.fastpath.connections import PrincipalQuery
 from bookmarks.ops import check_database
-from bookmarks.principals import lease_wait
 from bookmarks.repository import (
     MAX_ID,
     BookmarkRepository,
-    PrincipalQuery,
     UserRepository,
+    lease_wait,
     lookup_principal,
     transaction,
 )
@@ -156,7 +157,8 @@ def test_requests_survive_connections_closed_by_the_database(
 def test_idle_connections_are_pinged_and_replaced(
     app_factory: Callable[..., Flask], database_url: str
 ) -> None:
-    app = app_factory(DB_PING_IDLE_SECONDS=0)  # every connection counts as idle
+    # The fast path's idle ping: every connection counts as idle.
+    app = app_factory(FASTPATH=True, DB_PING_IDLE_SECONDS=0)
     with app.app_context():
         assert check_database(db.engine, 1000) is None
         assert terminate_other_connections(database_url) >= 1
@@ -168,12 +170,23 @@ def test_without_the_idle_ping_a_dead_connection_fails_one_check(
     app_factory: Callable[..., Flask], database_url: str
 ) -> None:
     """The counterpart of the test above: proof that the ping is what replaced the connection."""
-    app = app_factory(DB_PING_IDLE_SECONDS=3600)
+    app = app_factory(FASTPATH=True, DB_PING_IDLE_SECONDS=3600)
     with app.app_context():
         assert check_database(db.engine, 1000) is None
         assert terminate_other_connections(database_url) >= 1
         assert check_database(db.engine, 1000) is not None
         assert check_database(db.engine, 1000) is None  # SQLAlchemy dropped the stale pool
+
+
+def test_the_plain_path_pings_every_checkout_and_replaces_a_dead_connection(
+    app_factory: Callable[..., Flask], database_url: str
+) -> None:
+    app = app_factory(FASTPATH=False)
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
+    with app.app_context():
+        assert check_database(db.engine, 1000) is None
+        assert terminate_other_connections(database_url) >= 1
+        assert check_database(db.engine, 1000) is None
 
 
 def test_principal_query_keeps_one_connection_and_survives_the_server_killing_it(
@@ -204,7 +217,7 @@ def test_principal_query_hands_its_connection_back_to_the_pool_now_and_then(
         for _ in range(3):
             assert [p.name for p in query([token_hash]).values()] == ["ida"]
         assert len(checkouts) == 1, "kept for HOLD_SECONDS"
-        monkeypatch.setattr(repository, "HOLD_SECONDS", 0.0)
+        monkeypatch.setattr(connections, "HOLD_SECONDS", 0.0)
         query.release()
         for _ in range(3):
             assert [p.name for p in query([token_hash]).values()] == ["ida"]
@@ -247,7 +260,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def test_every_commit_of_a_session_waits_out_the_lease_once(
     app_factory: Callable[..., Flask], waits: list[float]
 ) -> None:
-    app = app_factory(READ_LEASE_MS=50)
+    app = app_factory(FASTPATH=True, READ_LEASE_MS=50)
     with app.app_context():
         UserRepository(db.session).create("hal")
         db.session.commit()  # a plain commit, as a later module might write one
@@ -265,7 +278,7 @@ def test_every_commit_of_a_session_waits_out_the_lease_once(
 def test_the_cli_revocation_waits_through_the_same_commit(
     app_factory: Callable[..., Flask], waits: list[float]
 ) -> None:
-    app = app_factory(READ_LEASE_MS=50)
+    app = app_factory(FASTPATH=True, READ_LEASE_MS=50)
     runner = app.test_cli_runner()
     assert runner.invoke(args=["users", "create", "kim"]).exit_code == 0
     waits.clear()

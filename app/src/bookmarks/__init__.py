@@ -14,11 +14,10 @@ from typing import Any
 
 from flask import Flask
 
-from bookmarks import api, cli, index, logs, metrics, middleware, ops
+from bookmarks import api, cli, fastpath, index, logs, metrics, middleware, ops
 from bookmarks.config import BaseConfig, config_class_from_env
 from bookmarks.errors import register_errorhandlers
 from bookmarks.extensions import db, migrate
-from bookmarks.repository import ping_idle_connections
 
 __all__ = ["BookmarksFlask", "create_app"]
 
@@ -66,7 +65,9 @@ def create_app(config_class: type[BaseConfig] | BaseConfig | None = None) -> Fla
     register_blueprints(app)
     register_errorhandlers(app)
     metrics.init_app(app)
-    # Last: its WSGI middleware goes around everything the others installed (``cached_reads``).
+    # After every hook it must know of, and inside the request-id and header middleware.
+    fastpath.init_app(app)
+    # Last: its WSGI middleware goes around everything the others installed (the fast path's).
     middleware.init_app(app)
     cli.init_app(app)
     return app
@@ -79,10 +80,8 @@ def _load_config(config_class: type[BaseConfig] | BaseConfig | None) -> BaseConf
 
 
 def init_extensions(app: Flask) -> None:
-    """Bind the database (idle connections pinged) and the migrations (checkout or wheel)."""
+    """Bind the database and the migrations (checkout or wheel)."""
     db.init_app(app)
-    with app.app_context():
-        ping_idle_connections(db.engine, app.config["DB_PING_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=str(migrations_dir()), compare_type=True)
 
 

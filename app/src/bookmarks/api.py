@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import marshmallow as ma
@@ -18,17 +19,12 @@ from flask import Flask, Response, current_app, g, request, url_for
 from flask.json.provider import JSONProvider
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
+from sqlalchemy import Engine
 
 from bookmarks.auth import Principal, bearer_token
-from bookmarks.cached_reads import CachedReads
 from bookmarks.errors import AuthError
 from bookmarks.extensions import db
-from bookmarks.principals import SharedChecks
-from bookmarks.repository import (
-    PrincipalQuery,
-    lookup_principals,
-    wait_out_leases_after_commits,
-)
+from bookmarks.repository import lookup_principal
 from bookmarks.schemas import (
     BookmarkInSchema,
     BookmarkPageSchema,
@@ -50,6 +46,7 @@ URL_PREFIX = "/api/bookmarks"
 # One bookmark's route, below URL_PREFIX; ``ITEM_ENDPOINT`` is how the metrics label it.
 ITEM_RULE = "/<int:bookmark_id>"
 ITEM_ENDPOINT = URL_PREFIX + ITEM_RULE
+# The app's token check: ``TokenChecks`` here, or the fast path's shared, leased checks.
 CHECKS_KEY = "bookmarks.checks"
 
 blp = Blueprint(
@@ -131,6 +128,17 @@ class RecordBodies:
             return int(self._bodies.currsize)
 
 
+class TokenChecks:
+    """The plain path's token check: one query per request (``repository.lookup_principal``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def principal(self, token: str) -> Principal | None:
+        """The token's user and current ``data_version``, as the database has them now."""
+        return lookup_principal(self._engine, token)
+
+
 def _record_response(record: BookmarkRecord) -> Response:
     body = current_app.extensions[BODIES_KEY](record)
     return current_app.response_class(body, mimetype=current_app.json.mimetype)
@@ -142,20 +150,31 @@ def service() -> BookmarkService:
 
 
 def principal() -> Principal:
-    """The authenticated caller (set by ``_authenticate``)."""
+    """The authenticated caller (set by ``authenticate``)."""
     return g.principal
 
 
-@blp.before_request
-def _authenticate() -> None:
-    header = request.headers.get("Authorization")
-    if not header:
+def caller(authorization: str | None, lookup: Callable[[str], Principal | None]) -> Principal:
+    """Who an ``Authorization`` header proves to be calling (``lookup`` resolves its token).
+
+    The one place the API's authentication rules live: the ``authenticate`` hook calls it, and so
+    does the fast path (``fastpath.cached_reads``, with a lookup that answers from leases only),
+    so a rule added here holds for both. Raises ``AuthError`` (401).
+    """
+    if not authorization:
         raise AuthError("authentication required: send Authorization: Bearer <token>")
-    token = bearer_token(header)
-    found = current_app.extensions[CHECKS_KEY].principal(token) if token else None
+    token = bearer_token(authorization)
+    found = lookup(token) if token else None
     if found is None:
         raise AuthError("invalid or revoked token", invalid=True)
-    g.principal = found
+    return found
+
+
+@blp.before_request
+def authenticate() -> None:
+    """Find the caller from the bearer token (401 without a valid one)."""
+    checks = current_app.extensions[CHECKS_KEY]
+    g.principal = caller(request.headers.get("Authorization"), checks.principal)
 
 
 def _page_links(result: PageResult, args: dict[str, Any]) -> dict[str, str | None]:
@@ -262,32 +281,11 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(blp)
     # JSON Schema's way to say what BookmarkPatchSchema._not_empty enforces.
     api.spec.components.schemas["BookmarkPatch"]["minProperties"] = 1
-    lease = app.config["READ_LEASE_SECONDS"]
-    cache_config = app.config["CACHE_CONFIG"]
-    app.extensions[SERVICE_KEY] = BookmarkService(db.session, cache_config)
+    app.extensions[SERVICE_KEY] = BookmarkService(db.session, app.config["CACHE_CONFIG"])
     with app.app_context():
-        engine = db.engine
-    wait_out_leases_after_commits(engine, lease)
-    checks = app.extensions[CHECKS_KEY] = SharedChecks(
-        PrincipalQuery(engine),
-        lambda hashes: lookup_principals(engine, hashes),
-        lease=lease,
-        max_leases=cache_config["max_entries"],
-    )
-    # Cached single reads of leased tokens are answered before Flask (``cached_reads``); the
-    # middleware wrapped around the app later (``middleware``) adds their headers as for any.
-    json = app.json
-    bodies = app.extensions[BODIES_KEY] = RecordBodies(
-        json,
+        app.extensions[CHECKS_KEY] = TokenChecks(db.engine)
+    app.extensions[BODIES_KEY] = RecordBodies(
+        app.json,
         max_entries=app.config["RECORD_BODIES_CACHED"],
         max_bytes=app.config["RECORD_BODIES_MAX_BYTES"],
-    )
-    app.wsgi_app = CachedReads(  # type: ignore[method-assign]
-        app.wsgi_app,
-        checks,
-        app.extensions[SERVICE_KEY],
-        bodies,
-        mimetype=json.mimetype,  # type: ignore[attr-defined]
-        prefix=URL_PREFIX + "/",
-        endpoint=ITEM_ENDPOINT,
     )

@@ -87,6 +87,18 @@ def _env_int(name: str, default: int) -> int | str:
         return raw
 
 
+def _env_switch(name: str, default: bool) -> bool | str:
+    """Read ``on``/``off`` (or 1/0, true/false, yes/no); anything else is returned as text."""
+    raw = _env(name).lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    return raw
+
+
 def _package_version() -> str:
     try:
         return metadata.version("bookmarks")
@@ -160,13 +172,17 @@ class BaseConfig:
     DB_POOL_SIZE: int = field(default_factory=lambda: _env_int("DB_POOL_SIZE", 5))  # type: ignore[arg-type]
     DB_MAX_OVERFLOW: int = field(default_factory=lambda: _env_int("DB_MAX_OVERFLOW", 5))  # type: ignore[arg-type]
     DB_CONNECT_TIMEOUT: int = 3
-    # A pooled connection unused for this long is pinged before it is handed out (see
-    # ``repository.ping_idle_connections``); busier ones are proven alive by the request itself.
+    # The fast path (``bookmarks.fastpath``): read leases, cached single reads below Flask, a held
+    # connection for the token check, idle-only pings. Off, every request takes the plain Flask
+    # path (the reference): a token query per API request and ``pool_pre_ping`` on every checkout.
+    FASTPATH: bool = field(default_factory=lambda: _env_switch("FASTPATH", True))  # type: ignore[arg-type]
+    # With the fast path, a pooled connection unused for this long is pinged before it is handed
+    # out (``fastpath.connections.ping_idle_connections``); busier ones are proven alive by use.
     DB_PING_IDLE_SECONDS: int = 10
     DB_STATEMENT_TIMEOUT_MS: int = 5000
-    # How long a worker may answer a token's check from memory; every commit waits this long (a
-    # little more) before it returns (``repository.wait_out_leases_after_commits``). The same on
-    # every host that shares the database; 0 checks the database on every request.
+    # With the fast path, how long a worker may answer a token's check from memory; every commit
+    # waits this long (a little more) before it returns (``repository``'s commit wait). The same
+    # on every host that shares the database; 0 checks the database on every request.
     READ_LEASE_MS: int = field(default_factory=lambda: _env_int("READ_LEASE_MS", 20))  # type: ignore[arg-type]
     READINESS_TIMEOUT_MS: int = 1000
     # What the read cache and the remembered JSON bodies of single bookmarks may hold per worker
@@ -233,13 +249,20 @@ class BaseConfig:
                 f"READ_LEASE_MS must be an integer from 0 to {MAX_LEASE_MS} (every write waits"
                 f" it out), got {lease!r}"
             )
+        if not isinstance(self.FASTPATH, bool):
+            problems.append(f"FASTPATH must be on or off, got {self.FASTPATH!r}")
+        problems += self._strict_problems()
+        if problems:
+            raise ConfigError(type(self).__name__, problems)
+
+    def _strict_problems(self) -> list[str]:
+        problems = []
         if self.STRICT:
             if self.DEBUG:
                 problems.append("DEBUG must be off in production")
             if not self.SESSION_COOKIE_SECURE:
                 problems.append("SESSION_COOKIE_SECURE must be on in production")
-        if problems:
-            raise ConfigError(type(self).__name__, problems)
+        return problems
 
     def _database_problems(self) -> list[str]:
         if not self.DATABASE_URL:
@@ -264,7 +287,8 @@ class BaseConfig:
         """Everything Flask and its extensions read from ``app.config``."""
         values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         values["CONFIG_NAME"] = self.NAME
-        values["READ_LEASE_SECONDS"] = self.READ_LEASE_MS / 1000
+        # The lease in force: none without the fast path (so no commit waits either).
+        values["READ_LEASE_SECONDS"] = self.READ_LEASE_MS / 1000 if self.FASTPATH is True else 0.0
         values["SQLALCHEMY_DATABASE_URI"] = self.DATABASE_URL
         values["SQLALCHEMY_ENGINE_OPTIONS"] = self.engine_options()
         values["MIGRATION_ENGINE_OPTIONS"] = self.migration_engine_options()
@@ -282,14 +306,17 @@ class BaseConfig:
     def engine_options(self) -> dict[str, Any]:
         """SQLAlchemy pool settings.
 
-        A connection killed by a database restart becomes a reconnect, not an error: SQLAlchemy's
-        ``pool_pre_ping`` would ping on every checkout (a round trip per request, as much as the
-        token query itself), so it is off and the pre-ping is tuned instead: connections idle for
-        ``DB_PING_IDLE_SECONDS`` are pinged (``repository.ping_idle_connections``, installed by
-        ``create_app``) and the token query that starts every API request recovers from a dead
-        one (``repository.lookup_principal``). ``pool_recycle`` stays under typical firewall idle
-        timeouts; ``connect_timeout`` and ``statement_timeout`` bound how long a sick database can
-        hold a worker thread.
+        A connection killed by a database restart becomes a reconnect, not an error. On the plain
+        path that is SQLAlchemy's own ``pool_pre_ping=True``: a ping on every checkout.
+        ``bench/app-bench.sh`` measured its cost beside the same path without it: about half of
+        the plain path's cached reads (508 against 975 requests/s), above the 10 % the issue
+        allows, so the plain path is to move to the idle-only ping as well (app/README.md,
+        Connection liveness); until that change has passed the tests it keeps the library's
+        mechanism. The fast path replaces it (``fastpath.connections``): only connections idle for
+        ``DB_PING_IDLE_SECONDS`` are pinged, and the token query that starts every API request
+        recovers from a dead one. ``pool_recycle`` stays under typical firewall idle timeouts;
+        ``connect_timeout`` and ``statement_timeout`` bound how long a sick database can hold a
+        worker thread.
 
         Connections are in autocommit mode: a read request runs one or two single statements, and
         wrapping them in a transaction costs a BEGIN and a ROLLBACK round trip each time (half of a
@@ -299,7 +326,7 @@ class BaseConfig:
         """
         return {
             "isolation_level": "AUTOCOMMIT",
-            "pool_pre_ping": False,
+            "pool_pre_ping": self.FASTPATH is not True,
             "pool_size": self.DB_POOL_SIZE,
             "max_overflow": self.DB_MAX_OVERFLOW,
             "pool_timeout": 5,

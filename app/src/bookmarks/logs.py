@@ -207,10 +207,11 @@ def configure_logging(app: Flask) -> None:
     # Flask's own app logger would add a second, plain-text handler in debug mode.
     app.logger.handlers.clear()
     app.logger.propagate = True
-    app.after_request(_log_request)
+    app.after_request(log_request_hook)
 
 
-def _log_request(response: Response) -> Response:
+def log_request_hook(response: Response) -> Response:
+    """Write the access line of the request ``response`` answers."""
     if not access_log.isEnabledFor(logging.INFO):
         return response
     # The objects behind the proxies, each looked up once.
@@ -243,7 +244,33 @@ def log_request(
     """Write the access line of one request (``started``: its ``time.perf_counter()``)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    fields = {
+    write_access_line(
+        access_fields(
+            request_id=request_id,
+            method=method,
+            path=path,
+            status=status,
+            started=started,
+            remote_addr=remote_addr,
+            user_id=user_id,
+            size=size,
+        )
+    )
+
+
+def access_fields(
+    *,
+    request_id: str | None,
+    method: str,
+    path: str,
+    status: int,
+    started: float | None,
+    remote_addr: str | None,
+    user_id: int | None,
+    size: int | None,
+) -> dict[str, Any]:
+    """The fields of an access line, in their order."""
+    return {
         "request_id": request_id,
         "method": method,
         # The path only: query strings are user data and are not needed to find a request.
@@ -254,8 +281,10 @@ def log_request(
         "user_id": user_id,
         "bytes": size,
     }
-    if _write_direct(fields):
-        return
+
+
+def write_access_line(fields: dict[str, Any]) -> None:
+    """Log an access line with these fields through ``bookmarks.access``."""
     # ``makeRecord`` and ``handle`` are what ``info`` calls, without looking up the caller's
     # file and line in the stack (the line does not show them).
     access_log.handle(
@@ -267,35 +296,6 @@ def log_request(
             "request",
             (),
             None,
-            extra={"request_id": request_id, FIELDS: fields},
+            extra={"request_id": fields["request_id"], FIELDS: fields},
         )
     )
-
-
-def _write_direct(fields: dict[str, Any]) -> bool:
-    """Write the access line straight to the JSON handler, as its ``emit`` would; or say no.
-
-    A record, its trip through the logger and handler and the generic formatting were a quarter
-    of a cached read's CPU (measured). When the JSON handler is the only place the line can go
-    (no handler on ``bookmarks.access``, only ours on the root logger), this writes the same line
-    (``JsonFormatter.line``: same fields, same scrubbing) under the handler's lock, and flushes,
-    as ``StreamHandler.emit`` does. Anything else (another handler, as pytest adds; a filter; an
-    error while writing) takes the ordinary path.
-    """
-    root = logging.root
-    if access_log.handlers or len(root.handlers) != 1:
-        return False
-    handler = root.handlers[0]
-    formatter = handler.formatter
-    if not (getattr(handler, HANDLER_MARK, False) and isinstance(formatter, JsonFormatter)):
-        return False
-    if not isinstance(handler, logging.StreamHandler) or len(handler.filters) != 1:
-        return False  # someone added a filter beside RequestIdFilter: it must see the record
-    try:
-        text = formatter.line(time.time(), "INFO", access_log.name, "request", fields) + "\n"
-        with handler.lock:  # type: ignore[union-attr]
-            handler.stream.write(text)
-            handler.stream.flush()
-    except Exception:
-        return False
-    return True

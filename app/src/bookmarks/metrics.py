@@ -128,7 +128,8 @@ def observe(method: str, endpoint: str, status: str, seconds: float) -> None:
     latency.observe(seconds)
 
 
-def _observe(response: Response) -> Response:
+def observe_hook(response: Response) -> Response:
+    """Count the request ``response`` answers, and its duration."""
     started = g.get("request_started")
     if started is not None:
         seconds = time.perf_counter() - started
@@ -149,4 +150,4 @@ def init_app(app: Flask) -> None:
         release_id=app.config["RELEASE_ID"],
         git_sha=app.config["GIT_SHA"],
     ).set(1)
-    app.after_request(_observe)
+    app.after_request(observe_hook)

@@ -61,7 +61,7 @@ class ResponseHeaders:
     Below Flask, so they are on every answer the app gives (errors and unmatched paths too) and
     cost one list append: added through the response's ``Headers`` they were a tenth of a cached
     read's CPU (each value validated, each header a method call). The request id is chosen here,
-    before Flask sees the request, and handed to it in the environ (``_start_request``).
+    before Flask sees the request, and handed to it in the environ (``start_request``).
     """
 
     def __init__(self, wsgi_app: WSGIApplication) -> None:
@@ -90,7 +90,8 @@ class ResponseHeaders:
         return self.wsgi_app(environ, start)
 
 
-def _start_request() -> None:
+def start_request() -> None:
+    """Note when the request started and its id (chosen by ``ResponseHeaders``)."""
     g.request_started = time.perf_counter()
     g.request_id = request.environ.get(REQUEST_ID_ENVIRON)
 
@@ -103,4 +104,4 @@ def init_app(app: Flask) -> None:
     """
     app.wsgi_app = ProxyFix(ResponseHeaders(app.wsgi_app), x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     app.session_interface = LazySessionInterface()
-    app.before_request(_start_request)
+    app.before_request(start_request)

@@ -15,17 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import psycopg
 from sqlalchemy import ARRAY, Engine, String, any_, bindparam, event, func, select, update
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookmarks.auth import Principal, display_prefix, generate_token, hash_token
 from bookmarks.errors import ConflictError
 from bookmarks.models import UNIQUE_URL_INDEX, ApiToken, Bookmark, User
-from bookmarks.principals import wait_out_leases
 
 # PostgreSQL's bigint range: an id outside it cannot exist, and sending it would raise an error
 # from the driver instead of a clean 404.
@@ -42,8 +38,8 @@ _PRINCIPAL_BY_TOKEN_HASH = (
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
 # The per-request check (``lookup_principals``): the same join for one or several token hashes at
-# once, so concurrent requests of a worker can share one round trip (``principals.py``).
-_PRINCIPALS_BY_TOKEN_HASHES = (
+# once, so concurrent requests of a worker can share one round trip (``fastpath.leases``).
+PRINCIPALS_BY_TOKEN_HASHES = (
     select(ApiToken.token_hash, User.id, User.name, User.data_version)
     .join(ApiToken, ApiToken.user_id == User.id)
     .where(
@@ -51,22 +47,13 @@ _PRINCIPALS_BY_TOKEN_HASHES = (
         ApiToken.revoked_at.is_(None),
     )
 )
-# The same statement as psycopg's SQL text, for the fast path without SQLAlchemy's Connection,
-# and its form for a single hash (the usual round: binding an array costs a fifth of the query).
-_PRINCIPALS_BY_TOKEN_HASHES_SQL = str(
-    _PRINCIPALS_BY_TOKEN_HASHES.compile(dialect=PGDialect_psycopg())
-)
-_PRINCIPALS_BY_TOKEN_HASH_SQL = str(
-    select(ApiToken.token_hash, User.id, User.name, User.data_version)
-    .join(ApiToken, ApiToken.user_id == User.id)
-    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
-    .compile(dialect=PGDialect_psycopg())
-)
-# How long ``PrincipalQuery`` keeps one pooled connection before handing it back for a fresh
-# checkout (which applies the pool's recycling, invalidation and idle ping).
-HOLD_SECONDS = 1.0
-# Where the pool notes when a connection was last given back (see ``ping_idle_connections``).
-_IDLE_SINCE = "bookmarks_idle_since"
+# A writer waits out a lease of L seconds for L * (1 + DRIFT) + SLACK seconds: 1 % is twenty
+# times the largest rate error NTP lets a clock have (500 ppm), and SLACK covers the clock's
+# resolution and the moments between reading it and acting on it.
+DRIFT = 0.01
+SLACK = 0.001
+
+
 # The read lease of each app's engine (``wait_out_leases_after_commits``), and where a session
 # notes the engines its transaction wrote through.
 _READ_LEASES: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
@@ -114,10 +101,21 @@ def transaction(session: Session) -> Iterator[Session]:
         session.close()
 
 
+def lease_wait(lease: float) -> float:
+    """How long a writer waits after its commit, so every lease taken before it has ended."""
+    return lease * (1 + DRIFT) + SLACK if lease > 0 else 0.0
+
+
+def wait_out_leases(lease: float) -> None:
+    """Call after a commit and before acknowledging it (``lease``: the readers' lease, seconds)."""
+    if lease > 0:
+        time.sleep(lease_wait(lease))
+
+
 def wait_out_leases_after_commits(engine: Engine, lease: float) -> None:
     """Make every commit of a session on ``engine`` wait out the readers' ``lease`` (seconds).
 
-    The one place where writes wait (``principals``: read leases): a commit through any session
+    The one place where writes wait (``fastpath.leases``: read leases): a commit through any session
     (``transaction``, the CLI, a test's ``db.session.commit()``) returns only once no worker
     anywhere can still answer from a check that predates it. The wait comes after the session
     has given its connection back, so a waiting writer holds no connection.
@@ -153,101 +151,28 @@ def lookup_principal(engine: Engine, token: str) -> Principal | None:
 
 
 def lookup_principals(engine: Engine, token_hashes: Collection[str]) -> dict[str, Principal]:
-    """Resolve token hashes to their users and current ``data_version``s: one prepared query.
+    """Resolve token hashes to their users and current ``data_version``s: one query, no session.
 
-    This is the check that starts every API request (alone, or shared by the concurrent requests
-    of one worker, see ``principals.py``), so it is kept to one round trip and a few
-    microseconds of Python: a pooled psycopg connection (no per-checkout ping, see
-    ``ping_idle_connections``) and a server-side prepared statement, without an ORM session
-    (which costs four times the query itself). It reads committed data only (the pool's
-    connections autocommit), so a revocation or a write committed anywhere before the query
-    starts is seen by it. Unknown and revoked tokens are simply absent from the result.
-
-    It is also the liveness check of the pool: if the connection turns out to be dead (database
-    restarted), it is thrown away and the query runs again through SQLAlchemy, which recognises
-    the disconnect, invalidates every pooled connection older than it, and is retried once on a
-    fresh connection; errors come out as SQLAlchemy's (a database that is down is a 503).
+    The check that starts every API request on the plain path (the fast path shares it between
+    concurrent requests and leases it, ``fastpath.leases``). It reads committed data only (the
+    pool's connections autocommit), so a revocation or a write committed anywhere before the query
+    starts is seen by it. Unknown and revoked tokens are simply absent from the result. A
+    connection found dead is replaced and the query runs once more (``principal_rows``).
     """
-    params = {"token_hashes": list(token_hashes)}
-    try:
-        rows = _principal_rows_fast(engine, params)
-    except psycopg.Error:
-        rows = _principal_rows_checked(engine, params)
-    return _principals(rows)
+    return principals_of(principal_rows(engine, {"token_hashes": list(token_hashes)}))
 
 
-def _principals(rows: Sequence[Any]) -> dict[str, Principal]:
+def principals_of(rows: Sequence[Any]) -> dict[str, Principal]:
+    """Token hash -> principal, from rows of ``PRINCIPALS_BY_TOKEN_HASHES``."""
     return {row[0]: Principal(user_id=row[1], name=row[2], data_version=row[3]) for row in rows}
 
 
-def _principal_rows_fast(engine: Engine, params: dict[str, list[str]]) -> Sequence[Any]:
-    connection = engine.raw_connection()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(_PRINCIPALS_BY_TOKEN_HASHES_SQL, params, prepare=True)
-            return cursor.fetchall()
-    except psycopg.Error:
-        connection.invalidate()  # rare; whatever went wrong, never hand this one out again
-        raise
-    finally:
-        connection.close()
-
-
-class PrincipalQuery:
-    """``lookup_principals`` on a pooled connection it keeps, for a caller that runs one at a time.
-
-    ``principals.SharedChecks`` runs one round of checks at a time per worker, so one connection
-    serves all its rounds. Keeping it skips the pool's checkout and checkin (with its reset and
-    events) on every round: a sixth of a cached read's CPU, measured. It goes back to the pool
-    every ``HOLD_SECONDS`` and is checked out again, so the pool's recycling, invalidation after a
-    disconnect and idle ping still apply to it; a dead one is invalidated and the round runs again
-    through SQLAlchemy, exactly as in ``lookup_principals``. Not thread-safe, by design.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._held: Any = None  # the pool's connection proxy
-        self._cursor: Any = None
-        self._until = 0.0
-        event.listen(engine, "engine_disposed", lambda _engine: self.release())
-
-    def __call__(self, token_hashes: Collection[str]) -> dict[str, Principal]:
-        """Resolve token hashes as ``lookup_principals`` does."""
-        if len(token_hashes) == 1:
-            sql, params = _PRINCIPALS_BY_TOKEN_HASH_SQL, {"token_hash": next(iter(token_hashes))}
-        else:
-            sql, params = _PRINCIPALS_BY_TOKEN_HASHES_SQL, {"token_hashes": list(token_hashes)}
-        try:
-            cursor = self._cursor if time.monotonic() < self._until else self._checkout()
-            cursor.execute(sql, params, prepare=True)
-            rows = cursor.fetchall()
-        except psycopg.Error:
-            self.release(invalidate=True)  # whatever went wrong, never use this one again
-            rows = _principal_rows_checked(self._engine, {"token_hashes": list(token_hashes)})
-        return _principals(rows)
-
-    def _checkout(self) -> Any:
-        self.release()
-        self._held = self._engine.raw_connection()
-        self._cursor = self._held.dbapi_connection.cursor()
-        self._until = time.monotonic() + HOLD_SECONDS
-        return self._cursor
-
-    def release(self, *, invalidate: bool = False) -> None:
-        """Give the connection back to the pool (or throw it away); the next call takes another."""
-        held, self._held, self._cursor, self._until = self._held, None, None, 0.0
-        if held is None:
-            return
-        if invalidate:
-            held.invalidate()
-        held.close()
-
-
-def _principal_rows_checked(engine: Engine, params: dict[str, list[str]]) -> Sequence[Any]:
+def principal_rows(engine: Engine, params: dict[str, list[str]]) -> Sequence[Any]:
+    """Rows of ``PRINCIPALS_BY_TOKEN_HASHES``; once more on a fresh connection after a dead one."""
     for attempt in (1, 2):
         try:
             with engine.connect() as connection:
-                return connection.execute(_PRINCIPALS_BY_TOKEN_HASHES, params).all()
+                return connection.execute(PRINCIPALS_BY_TOKEN_HASHES, params).all()
         except DBAPIError as error:
             if attempt == 2 or not error.connection_invalidated:
                 raise
@@ -268,35 +193,6 @@ def once_more_if_disconnected(session: Session, read: Callable[[], T]) -> T:
             raise
         session.rollback()
     return read()
-
-
-def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
-    """Ping a pooled connection on checkout only if it sat unused for ``idle_seconds`` or more.
-
-    ``pool_pre_ping`` pings on every checkout: one extra round trip per request, as much as the
-    token query itself. A connection used a moment ago is known to be alive, and in an API request
-    the token query (``lookup_principal``) proves it anyway and recovers from a dead one; a
-    connection that has been idle longer (after a quiet spell, for ``/health/ready``, the CLI)
-    may have been closed by a database restart and is pinged first. A failed ping invalidates
-    every pooled connection from before it, and the pool connects afresh (SQLAlchemy's
-    pessimistic disconnect handling through its documented ``checkout`` event).
-    """
-
-    @event.listens_for(engine, "checkin")
-    def _note_idle(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        if dbapi_connection is not None:
-            record.info[_IDLE_SINCE] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
-        del proxy
-        since = record.info.get(_IDLE_SINCE)
-        if since is None or time.monotonic() - since < idle_seconds:
-            return
-        try:
-            engine.dialect.do_ping(dbapi_connection)
-        except psycopg.Error as error:
-            raise InvalidatePoolError("idle connection failed its ping") from error
 
 
 def version_of(user_id: int) -> Any:

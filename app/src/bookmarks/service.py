@@ -13,25 +13,25 @@ and leave by LRU or TTL. A version is never issued twice (random, not a counter)
 restored to an older state, or a failover to a replica that missed the last commits, cannot make
 a later write reuse a version whose entries some worker still holds.
 
-That check is answered from a **read lease** (``principals``): for ``READ_LEASE_MS`` (20 ms) after
-its query was sent, a worker answers the token from memory, and every commit waits that long, a
-little more, before it returns (``repository.wait_out_leases_after_commits``: one session event
-that every write of the app goes through). So once a write has been acknowledged, no worker
-anywhere still holds a lease from before its commit: every request that starts later reads the
-new version, from a lease taken after the commit or from a query of its own. Reads cost no round
-trip while a lease lasts; writes answer 20 ms later. A writer outside the app needs no version
-bump, but its change reaches readers that hold a lease only once the lease has ended (at most
-``READ_LEASE_MS`` after its commit; at once with ``READ_LEASE_MS=0``). Concurrent requests of one
-worker that need the query share it (``principals.SharedChecks``), only ever one that starts after
-they arrived.
+With the fast path on, that check is answered from a **read lease** (``fastpath.leases``): for
+``READ_LEASE_MS`` (20 ms) after its query was sent, a worker answers the token from memory, and
+every commit waits that long, a little more, before it returns
+(``repository.wait_out_leases_after_commits``: one session event that every write of the app goes
+through). So once a write has been acknowledged, no worker anywhere still holds a lease from
+before its commit: every request that starts later reads the new version, from a lease taken after
+the commit or from a query of its own. Reads cost no round trip while a lease lasts; writes answer
+20 ms later. A writer outside the app needs no version bump, but its change reaches readers that
+hold a lease only once the lease has ended (at most ``READ_LEASE_MS`` after its commit; at once
+with ``READ_LEASE_MS=0`` or ``FASTPATH=off``). Concurrent requests of one worker that need the
+query share it (``fastpath.leases.SharedChecks``), only ever one that starts after they arrived.
 
 An entry is stored under the version read **in the same statement as its data** (one snapshot),
 not under the version the request's check saw: a reader that checked version *v* and then read
 after a write committed stores what it read under the write's version. So an entry under *v* is
 exactly the state *v* names, and a database restored to *v* is served exactly what it holds.
 
-The cached single reads of leased tokens are answered below Flask (``cached_reads``), from the
-same lease and the same cache keys, so everything above holds for them too.
+The cached single reads of leased tokens are answered below Flask (``fastpath.cached_reads``),
+from the same lease and the same cache keys, so everything above holds for them too.
 
 LISTEN/NOTIFY was the alternative: it needs a listener thread per worker with its own
 connection, and leaves a window between commit and delivery, of no known bound (a busy worker

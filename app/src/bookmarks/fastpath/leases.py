@@ -1,4 +1,4 @@
-"""The per-request token and version check, shared by the concurrent requests of one worker.
+"""Read leases: the token and version check, shared by one worker's requests and leased.
 
 Every API request must learn, from the database, who its token belongs to and that user's
 current ``data_version`` (the cache's coherence and a revocation's immediate effect both rest on
@@ -20,16 +20,16 @@ member then runs a check of its own (``check_alone``, through the pool), so each
 succeeds on its own and with its own error, as it would without sharing.
 
 Rounds never overlap, so they can all run on one connection that the worker keeps
-(``repository.PrincipalQuery``); checks of their own take one from the pool.
+(``connections.PrincipalQuery``); checks of their own take one from the pool.
 
 Read leases: a check is good for a moment, and writers wait that moment out
 -------------------------------------------------------------------------------------
 Even shared, a round trip per request is most of what a cached read costs. So an answer is
 *leased*: for ``lease`` seconds, counted from the moment its round's query was **sent** (before
 its snapshot was taken), the worker answers that token from memory. In exchange every writer
-waits, after its commit and before it acknowledges the write, for ``lease_wait(lease)``: a little
-longer than any lease can last (``DRIFT`` and ``SLACK`` cover clocks of different hosts running
-at slightly different rates). The guarantee is unchanged for every write the service
+waits, after its commit and before it acknowledges the write, for ``repository.lease_wait``: a
+little longer than any lease can last (``DRIFT`` and ``SLACK`` cover clocks of different hosts
+running at slightly different rates). The guarantee is unchanged for every write the service
 acknowledges: a lease that missed the write was taken before the commit, so it ended before the
 acknowledgement, and a request that starts after the acknowledgement either holds a lease taken
 after the commit (which saw it) or runs a round of its own. This is the "commit wait" that
@@ -53,27 +53,10 @@ from bookmarks.auth import Principal, hash_token
 
 Check = Callable[[Collection[str]], dict[str, Principal]]
 
-# A writer waits out a lease of L seconds for L * (1 + DRIFT) + SLACK seconds: 1 % is twenty
-# times the largest rate error NTP lets a clock have (500 ppm), and SLACK covers the clock's
-# resolution and the moments between reading it and acting on it.
-DRIFT = 0.01
-SLACK = 0.001
-
 
 def lease_clock() -> float:
     """Seconds on a clock that never goes back and keeps counting through a suspend."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def lease_wait(lease: float) -> float:
-    """How long a writer waits after its commit, so every lease taken before it has ended."""
-    return lease * (1 + DRIFT) + SLACK if lease > 0 else 0.0
-
-
-def wait_out_leases(lease: float) -> None:
-    """Call after a commit and before acknowledging it (``lease``: the readers' lease, seconds)."""
-    if lease > 0:
-        time.sleep(lease_wait(lease))
 
 
 class _Round:
@@ -92,11 +75,11 @@ class SharedChecks:
     """Resolve tokens with ``check``, one round at a time (``check_alone`` after a failed round).
 
     ``check`` is never called by two threads at once; ``check_alone`` may be. Both take token
-    hashes and return the principals of the valid ones (``repository.lookup_principals``). One
+    hashes and return the principals of the valid ones (``connections.PrincipalQuery``). One
     instance per app (a gunicorn worker has one app), shared by its threads. A round's answers
     are leased for ``lease`` seconds (at most ``max_leases`` tokens; beyond that the leases that
-    end soonest go first); writers must then ``wait_out_leases(lease)`` before acknowledging a
-    commit.
+    end soonest go first); writers must then ``repository.wait_out_leases(lease)`` before
+    acknowledging a commit.
     """
 
     def __init__(
