@@ -1,14 +1,25 @@
 """Point-in-time recovery with pgBackRest: WAL is archived continuously, the backup and check units
 work and report a failure through their OnFailure= hook, and playbooks/restore.yml
 (restore_from=pgbackrest) brings the cluster back to the end of the archive or to a moment between
-two writes, row for row, keeping the replaced data directory."""
+two writes, row for row, keeping the replaced data directory; playbooks/restore-drill.yml restores
+the newest backup into a scratch cluster while the app writes and finds it identical to the live
+database at its restore point, and fails at once when the archive misses WAL."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
-from conftest import APP_DB, PROJECT_DIR, cluster_unit, recap, run_playbook, sql
+from conftest import APP_DB, PROJECT_DIR, cluster_unit, recap, run_playbook, said, sql
 
 RESTORE_PLAYBOOK = PROJECT_DIR / "playbooks" / "restore.yml"
+DRILL_PLAYBOOK = PROJECT_DIR / "playbooks" / "restore-drill.yml"
+DRILL_DIR = "/var/lib/postgresql/restore-drill"
+DRILL_UNIT = "postgresql-restore-drill.service"
+WRITER_UNIT = "drill-writer.service"
+ARCHIVE = "/var/lib/pgbackrest/archive"
+ARCHIVE_ASIDE = "/root/drill-archive-aside.tar"
 STANZA = APP_DB
 PGBACKREST = f"runuser -u postgres -- pgbackrest --stanza={STANZA}"
 FAILURE_TAG = "pgbackrest-failure"
@@ -193,3 +204,87 @@ def test_restore_with_a_target_time_refuses_a_dump(db_hosts):
     assert "restore_target_time needs restore_from=pgbackrest" in " ".join(
         (run.stdout + run.stderr).split()
     )
+
+
+@pytest.fixture(scope="module")
+def drill(db_hosts):
+    """The restore drill, run while a writer inserts a row every few milliseconds on every host."""
+    for host in db_hosts.values():
+        sql(
+            host,
+            "DROP TABLE IF EXISTS drill_writes; "
+            "CREATE TABLE drill_writes "
+            "(id serial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())",
+        )
+        host.check_output(
+            "systemd-run --unit=%s --collect --uid=postgres bash -c %s",
+            WRITER_UNIT,
+            f"while :; do psql -XAtq -d {APP_DB} -c 'INSERT INTO drill_writes DEFAULT VALUES'; "
+            "sleep 0.02; done",
+        )
+    try:
+        run = run_playbook(DRILL_PLAYBOOK)
+    finally:
+        for host in db_hosts.values():
+            host.run("systemctl stop %s", WRITER_UNIT)
+    live = {
+        name: int(sql(host, "SELECT count(*) FROM drill_writes")) for name, host in db_hosts.items()
+    }
+    return {"run": run, "live_after": live}
+
+
+def drilled_rows(output: str, name: str) -> dict[str, int]:
+    """The row counts the drill reported for one host."""
+    found = re.search(rf"Restore drill passed on {re.escape(name)}: .*? rows: (\{{.*?\}})", output)
+    assert found, output[-4000:]
+    return json.loads(found.group(1))
+
+
+def test_restore_drill_passes_while_the_app_writes(db_hosts, drill):
+    run = drill["run"]
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert set(recap(run.stdout)) == set(db_hosts)
+
+
+def test_restore_drill_compares_the_rows_written_up_to_its_restore_point(host, drill):
+    name = host.backend.get_hostname()
+    rows = drilled_rows(said(drill["run"]), name)
+    # The writer ran before, during and after the restore point.
+    assert 0 < rows["public.drill_writes"] < drill["live_after"][name]
+
+
+def test_restore_drill_leaves_no_scratch_cluster(host, drill):
+    assert not host.file(DRILL_DIR).exists
+    assert not host.service(DRILL_UNIT).is_running
+    assert host.service(cluster_unit(host)).is_running
+
+
+@pytest.fixture
+def archive_without_segments(db_hosts):
+    """Every host's archived WAL segments taken out of the repository, and put back afterwards."""
+    for host in db_hosts.values():
+        host.check_output(
+            # Segment files are named by 24 hex digits, a dash and their checksum.
+            f"cd %s && find . -type f -name '{'?' * 24}-*' > /root/drill-aside.list "
+            "&& tar -cf %s -T /root/drill-aside.list && xargs rm -f < /root/drill-aside.list",
+            ARCHIVE,
+            ARCHIVE_ASIDE,
+        )
+    yield
+    for host in db_hosts.values():
+        host.check_output("tar -xkf %s -C %s && rm -f %s", ARCHIVE_ASIDE, ARCHIVE, ARCHIVE_ASIDE)
+        assert host.run(f"{PGBACKREST} check").rc == 0
+
+
+def test_restore_drill_fails_at_once_when_the_archive_misses_wal(
+    db_hosts, archive_without_segments
+):
+    run = run_playbook(DRILL_PLAYBOOK)
+    output = said(run)
+    assert run.returncode != 0
+    assert all(counter["failed"] == 1 for counter in recap(run.stdout).values()), output[-4000:]
+    assert "the scratch server stopped before it recovered" in output
+    assert "Restore drill passed" not in output
+    for host in db_hosts.values():
+        assert not host.file(DRILL_DIR).exists
+        assert host.service(cluster_unit(host)).is_running
