@@ -235,8 +235,17 @@ def seed(database_url: str, count: int) -> tuple[str, int]:
 CEILING = "bare Flask (constant)"
 QUERY_FLOOR = "bare WSGI + 1 prepared query"
 PREPING = "plain + pool_pre_ping: get-one cached"
+BASELINE = "plain (baseline)"  # --baseline: the plain path of another checkout
+KINDS = ("get-one cached", "get-one uncached", "list (page 1, 20)", "search (random term+page)")
 # Always run, whatever --only says: the summary needs them.
-ALWAYS = (CEILING, QUERY_FLOOR, "fast: get-one cached", "plain: get-one cached", PREPING)
+ALWAYS = (
+    CEILING,
+    QUERY_FLOOR,
+    "fast: get-one cached",
+    "plain: get-one cached",
+    PREPING,
+    f"{BASELINE}: get-one cached",
+)
 
 
 def main() -> None:  # noqa: PLR0915 - a linear script
@@ -247,6 +256,12 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     )
     parser.add_argument("--connections", default="1,4,8,16,32,64", help="concurrency levels")
     parser.add_argument("--bookmarks", type=int, default=50_000, help="rows for uncached reads")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="app/src of another checkout (a git worktree of an earlier commit): its plain path"
+        " is served and measured beside this one, and the summary gives this one's cost",
+    )
     parser.add_argument(
         "--only",
         default="",
@@ -276,10 +291,13 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         "BENCH_TOKEN": token,
     }
     os.environ["BENCH_TOKEN"] = token
+    apps = dict(APPS)
+    if args.baseline:
+        apps[BASELINE] = ("bookmarks.wsgi:app", {"FASTPATH": "off", "PYTHONPATH": args.baseline})
     bases: dict[str, str] = {}
     servers = []
     for name, (wsgi, extra) in [
-        *APPS.items(),
+        *apps.items(),
         ("ceiling", ("ceiling_app:app", {})),
         ("query", ("query_wsgi_app:app", {})),
     ]:
@@ -291,7 +309,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         servers.append(serve(wsgi, port, server_env, log, pythonpath=str(work)))
         bases[name] = f"http://127.0.0.1:{port}"
     try:
-        for name in APPS:
+        for name in apps:
             wait_ready(f"{bases[name]}/health/ready")
         wait_ready(f"{bases['ceiling']}/ceiling")
         wait_ready(f"{bases['query']}/")
@@ -315,7 +333,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             "  return wrk.format('GET', '/api/bookmarks?per_page=20&q='"
             " .. words[math.random(#words)] .. '&page=' .. math.random(1, 20))\nend\n",
         )
-        for mode in ("fast", "plain"):
+        for mode in ("fast", "plain", *([BASELINE] if args.baseline else [])):
             base = bases[mode]
             scenarios |= {
                 f"{mode}: get-one cached": (mode, f"{base}/api/bookmarks/{first_id}", plain_lua),
@@ -347,7 +365,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         # moments apart, so a change in the machine's load skews their ratios as little as possible.
         for connections in levels:
             for name, (server, url, script) in scenarios.items():
-                counted = server in APPS
+                counted = server in apps
                 runs = []
                 for _ in range(args.repeat):
                     before = cache_counts(bases[server]) if counted else None
@@ -407,15 +425,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         "best_rps": {
             name: round(best(name).rps) for name in dict.fromkeys(r.scenario for r in results)
         },
-        "fast_vs_plain": {
-            kind: ratio(f"fast: {kind}", f"plain: {kind}")
-            for kind in (
-                "get-one cached",
-                "get-one uncached",
-                "list (page 1, 20)",
-                "search (random term+page)",
-            )
-        },
+        "fast_vs_plain": {kind: ratio(f"fast: {kind}", f"plain: {kind}") for kind in KINDS},
         "fast_path_stays (get-one cached, fast >= 1.3 x plain)": fast_vs_plain >= 1.3,
         "vs_bare_flask": {
             "fast": ratio(fast.scenario, CEILING),
@@ -429,6 +439,13 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         "pool_pre_ping_used (cost <= 10 %)": pre_ping_cost <= 0.10,
         "errors": sum(r.errors for r in results),
     }
+    if args.baseline:
+        # What this checkout's plain path costs against the baseline's: 0.05 is 5 % slower.
+        summary["plain_cost_vs_baseline"] = {
+            kind: round(1 - best(f"plain: {kind}").rps / best(f"{BASELINE}: {kind}").rps, 3)
+            for kind in KINDS
+            if {f"plain: {kind}", f"{BASELINE}: {kind}"} <= {r.scenario for r in results}
+        }
     print(json.dumps(summary, indent=2))
 
 
