@@ -58,12 +58,12 @@ def test_the_cluster_writes_and_archives_from_the_sandbox(host):
 
 
 def test_the_cluster_cannot_write_outside_its_paths(host):
-    # COPY TO a file runs in the server process. /var/tmp is open to everyone: only the sandbox
-    # (read-only outside the unit's paths) refuses it.
+    # COPY TO a file runs in the server process. Outside the sandbox the kernel would answer
+    # "Permission denied"; inside, the read-only mount answers first.
     result = host.run(
         "runuser -u postgres -- psql -XAtq -d postgres -c %s",
-        "COPY (SELECT 1) TO '/var/tmp/sandbox-probe'",
+        "COPY (SELECT 1) TO '/var/lib/sandbox-probe'",
     )
     assert result.rc != 0
     assert "Read-only file system" in result.stderr
-    assert not host.file("/var/tmp/sandbox-probe").exists
+    assert not host.file("/var/lib/sandbox-probe").exists
