@@ -1,5 +1,4 @@
-"""Monitoring on the all-in-one host (also in `monitor`): Prometheus scrapes every exporter and the
-app, and Alertmanager delivers alerts to a webhook.
+"""Alerts on the all-in-one host (also in `monitor`) reach a webhook: app stopped, backup failed.
 
 The webhook receiver is a tiny HTTP server started in the container as a transient systemd unit;
 delivery is Alertmanager's real one. The scenario's group_vars shorten the scrape and evaluation
@@ -14,14 +13,13 @@ import shlex
 import time
 
 import pytest
+from prometheus_api import poll, query
 
-PROMETHEUS = "http://127.0.0.1:9090"
 RECEIVER_UNIT = "test-alert-receiver"
 RECEIVER_LOG = "/var/tmp/test-alerts.jsonl"
 RECEIVER_PORT = 9099  # group_vars/all/vars.yml: monitor_alert_webhook_url
 BACKUP_UNIT = "postgresql-backup.service"
 BACKUP_DIR = "/var/backups/postgresql"
-JOBS = {"prometheus", "alertmanager", "node", "app", "postgres", "nginx"}
 
 # Appends each POSTed notification to RECEIVER_LOG, one JSON document a line.
 RECEIVER = f"""
@@ -35,28 +33,6 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 http.server.HTTPServer(("127.0.0.1", {RECEIVER_PORT}), Receiver).serve_forever()
 """
-
-
-def poll(check, deadline: float, what: str, every: float = 3.0):
-    """Call `check` until it returns something truthy; fail naming `what` after `deadline` s."""
-    end = time.monotonic() + deadline
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"not within {deadline:.0f} s: {what} (last: {last!r})")
-
-
-def prometheus(host, path: str, **params: str) -> dict:
-    args = " ".join(f"--data-urlencode {shlex.quote(f'{k}={v}')}" for k, v in params.items())
-    out = host.check_output(f"curl -sS --max-time 10 -G {args} {PROMETHEUS}{path}")
-    return json.loads(out)
-
-
-def query(host, promql: str) -> list[dict]:
-    return prometheus(host, "/api/v1/query", query=promql)["data"]["result"]
 
 
 def notifications(host) -> list[dict]:
@@ -92,54 +68,6 @@ def receiver(host):
     )
     yield
     host.run(f"systemctl stop {RECEIVER_UNIT}")
-
-
-@pytest.mark.parametrize("unit", ["prometheus", "prometheus-alertmanager"])
-def test_monitoring_service_is_active_and_enabled(host, unit):
-    service = host.service(unit)
-    assert service.is_running
-    assert service.is_enabled
-
-
-@pytest.mark.parametrize("port", [9090, 9093])
-def test_prometheus_and_alertmanager_answer_on_loopback_only(host, port):
-    assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
-    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
-
-
-@pytest.mark.parametrize("port", [9100, 9187, 9113, 8000])
-def test_exporters_and_the_app_listen_on_the_private_address_not_everywhere(host, port):
-    # The host's main IPv4 address, Ansible's default_ipv4 (the scenario sets no private_address).
-    address = host.check_output("ip -4 route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
-    assert host.socket(f"tcp://{address}:{port}").is_listening
-    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
-
-
-def test_every_target_is_up(host):
-    def all_up():
-        targets = prometheus(host, "/api/v1/targets", state="active")["data"]["activeTargets"]
-        jobs = {t["labels"]["job"] for t in targets}
-        down = [(t["labels"]["job"], t["lastError"]) for t in targets if t["health"] != "up"]
-        return jobs == JOBS and not down and targets
-
-    targets = poll(all_up, 120, "every target up")
-    assert {t["labels"]["job"] for t in targets} == JOBS
-
-
-def test_the_certificate_expiry_is_exported(host):
-    result = poll(
-        lambda: query(
-            host, 'tls_certificate_not_after_seconds{path="/etc/ssl/bookmarks/fullchain.pem"}'
-        ),
-        120,
-        "the certificate's expiry in Prometheus",
-    )
-    assert float(result[0]["value"][1]) > time.time()
-
-
-def test_no_alert_fires_on_the_converged_host(host):
-    # Pending or firing: none, once every target has been up for a while.
-    assert query(host, 'ALERTS{alertstate="firing"}') == []
 
 
 def test_stopping_the_app_fires_target_down_at_the_webhook_and_starting_it_resolves(host, receiver):
