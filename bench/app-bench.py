@@ -3,16 +3,17 @@
 
 Run through bench/app-bench.sh (it provides the venv, wrk and a throwaway PostgreSQL in
 DATABASE_URL). One run serves, each under the shipped gunicorn config: the app with the fast path
-(``FASTPATH=on``), the app on the plain Flask path (``FASTPATH=off``), the plain path without
+(``FASTPATH=on``), the app on the plain Flask path (``FASTPATH=off``), the plain path with
 SQLAlchemy's ``pool_pre_ping`` (what a ping on every checkout costs), a bare Flask endpoint
 returning a constant (the ceiling of any Flask view), and a bare WSGI app running the same one
 prepared query as the token check (the floor of any read that asks the database once). It prints
 requests/s and p50/p99 latency for get-one cached, get-one uncached (random ids over more bookmarks
 than the caches hold), list and search on both paths, and a JSON summary: the fast path against the
 plain path (it stays only at 1.3x or more), and the cost of ``pool_pre_ping`` on the plain path (it
-stays only under 10 %). The cache hit rate of each run is read from /metrics, so "cached" and
-"uncached" are measured, not assumed. All traffic stays on 127.0.0.1; every run is bounded by
---duration.
+would be used unless it costs more than 10 %; the app pings idle connections only,
+``repository.ping_idle_connections``). The cache hit rate of each run is read from /metrics, so
+"cached" and "uncached" are measured, not assumed. All traffic stays on 127.0.0.1; every run is
+bounded by --duration.
 """
 
 from __future__ import annotations
@@ -80,23 +81,23 @@ def app(environ, start_response):
     start_response("200 OK", list(HEADERS))
     return [BODY]
 """
-# The plain path with SQLAlchemy's pre-ping off: the same app, one engine option changed.
-NO_PREPING_APP = """from bookmarks import create_app
+# The plain path with SQLAlchemy's pre-ping on: the same app, one engine option changed.
+PREPING_APP = """from bookmarks import create_app
 from bookmarks.config import ProductionConfig
 
 
-class NoPrePing(ProductionConfig):
+class PrePing(ProductionConfig):
     def engine_options(self):
-        return {**super().engine_options(), "pool_pre_ping": False}
+        return {**super().engine_options(), "pool_pre_ping": True}
 
 
-app = create_app(NoPrePing)
+app = create_app(PrePing)
 """
 # The app's servers: name -> (WSGI app, extra environment).
 APPS = {
     "fast": ("bookmarks.wsgi:app", {"FASTPATH": "on"}),
     "plain": ("bookmarks.wsgi:app", {"FASTPATH": "off"}),
-    "plain, no pre-ping": ("no_preping_app:app", {"FASTPATH": "off"}),
+    "plain + pool_pre_ping": ("preping_app:app", {"FASTPATH": "off"}),
 }
 CACHE_SAMPLE = re.compile(r'bookmarks_cache_requests_total\{result="(\w+)"\} (\S+)')
 SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
@@ -233,9 +234,18 @@ def seed(database_url: str, count: int) -> tuple[str, int]:
 
 CEILING = "bare Flask (constant)"
 QUERY_FLOOR = "bare WSGI + 1 prepared query"
-NO_PREPING = "plain, no pre-ping: get-one cached"
+PREPING = "plain + pool_pre_ping: get-one cached"
+BASELINE = "plain (baseline)"  # --baseline: the plain path of another checkout
+KINDS = ("get-one cached", "get-one uncached", "list (page 1, 20)", "search (random term+page)")
 # Always run, whatever --only says: the summary needs them.
-ALWAYS = (CEILING, QUERY_FLOOR, "fast: get-one cached", "plain: get-one cached", NO_PREPING)
+ALWAYS = (
+    CEILING,
+    QUERY_FLOOR,
+    "fast: get-one cached",
+    "plain: get-one cached",
+    PREPING,
+    f"{BASELINE}: get-one cached",
+)
 
 
 def main() -> None:  # noqa: PLR0915 - a linear script
@@ -246,6 +256,12 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     )
     parser.add_argument("--connections", default="1,4,8,16,32,64", help="concurrency levels")
     parser.add_argument("--bookmarks", type=int, default=50_000, help="rows for uncached reads")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="app/src of another checkout (a git worktree of an earlier commit): its plain path"
+        " is served and measured beside this one, and the summary gives this one's cost",
+    )
     parser.add_argument(
         "--only",
         default="",
@@ -265,7 +281,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     work = Path(tempfile.mkdtemp(prefix="bookmarks-bench-"))
     (work / "ceiling_app.py").write_text(CEILING_APP)
     (work / "query_wsgi_app.py").write_text(QUERY_WSGI_APP)
-    (work / "no_preping_app.py").write_text(NO_PREPING_APP)
+    (work / "preping_app.py").write_text(PREPING_APP)
     env = {
         **os.environ,
         "BOOKMARKS_CONFIG": "production",
@@ -275,10 +291,13 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         "BENCH_TOKEN": token,
     }
     os.environ["BENCH_TOKEN"] = token
+    apps = dict(APPS)
+    if args.baseline:
+        apps[BASELINE] = ("bookmarks.wsgi:app", {"FASTPATH": "off", "PYTHONPATH": args.baseline})
     bases: dict[str, str] = {}
     servers = []
     for name, (wsgi, extra) in [
-        *APPS.items(),
+        *apps.items(),
         ("ceiling", ("ceiling_app:app", {})),
         ("query", ("query_wsgi_app:app", {})),
     ]:
@@ -290,7 +309,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         servers.append(serve(wsgi, port, server_env, log, pythonpath=str(work)))
         bases[name] = f"http://127.0.0.1:{port}"
     try:
-        for name in APPS:
+        for name in apps:
             wait_ready(f"{bases[name]}/health/ready")
         wait_ready(f"{bases['ceiling']}/ceiling")
         wait_ready(f"{bases['query']}/")
@@ -314,7 +333,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             "  return wrk.format('GET', '/api/bookmarks?per_page=20&q='"
             " .. words[math.random(#words)] .. '&page=' .. math.random(1, 20))\nend\n",
         )
-        for mode in ("fast", "plain"):
+        for mode in ("fast", "plain", *([BASELINE] if args.baseline else [])):
             base = bases[mode]
             scenarios |= {
                 f"{mode}: get-one cached": (mode, f"{base}/api/bookmarks/{first_id}", plain_lua),
@@ -326,9 +345,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 ),
                 f"{mode}: search (random term+page)": (mode, base, search),
             }
-        scenarios[NO_PREPING] = (
-            "plain, no pre-ping",
-            f"{bases['plain, no pre-ping']}/api/bookmarks/{first_id}",
+        scenarios[PREPING] = (
+            "plain + pool_pre_ping",
+            f"{bases['plain + pool_pre_ping']}/api/bookmarks/{first_id}",
             plain_lua,
         )
         wanted = [word for word in args.only.split(",") if word]
@@ -346,7 +365,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         # moments apart, so a change in the machine's load skews their ratios as little as possible.
         for connections in levels:
             for name, (server, url, script) in scenarios.items():
-                counted = server in APPS
+                counted = server in apps
                 runs = []
                 for _ in range(args.repeat):
                     before = cache_counts(bases[server]) if counted else None
@@ -388,7 +407,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
 
     fast, plain = best("fast: get-one cached"), best("plain: get-one cached")
     fast_vs_plain = fast.rps / plain.rps
-    pre_ping_cost = 1 - plain.rps / best(NO_PREPING).rps
+    pre_ping_cost = 1 - best(PREPING).rps / plain.rps
     summary = {
         "tool": subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)  # noqa: S607
         .stdout.splitlines()[0]
@@ -406,15 +425,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         "best_rps": {
             name: round(best(name).rps) for name in dict.fromkeys(r.scenario for r in results)
         },
-        "fast_vs_plain": {
-            kind: ratio(f"fast: {kind}", f"plain: {kind}")
-            for kind in (
-                "get-one cached",
-                "get-one uncached",
-                "list (page 1, 20)",
-                "search (random term+page)",
-            )
-        },
+        "fast_vs_plain": {kind: ratio(f"fast: {kind}", f"plain: {kind}") for kind in KINDS},
         "fast_path_stays (get-one cached, fast >= 1.3 x plain)": fast_vs_plain >= 1.3,
         "vs_bare_flask": {
             "fast": ratio(fast.scenario, CEILING),
@@ -425,9 +436,16 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             "plain": ratio(plain.scenario, QUERY_FLOOR),
         },
         "pool_pre_ping_cost_on_plain_get_one_cached": round(pre_ping_cost, 3),
-        "pool_pre_ping_stays (cost <= 10 %)": pre_ping_cost <= 0.10,
+        "pool_pre_ping_used (cost <= 10 %)": pre_ping_cost <= 0.10,
         "errors": sum(r.errors for r in results),
     }
+    if args.baseline:
+        # What this checkout's plain path costs against the baseline's: 0.05 is 5 % slower.
+        summary["plain_cost_vs_baseline"] = {
+            kind: round(1 - best(f"plain: {kind}").rps / best(f"{BASELINE}: {kind}").rps, 3)
+            for kind in KINDS
+            if {f"plain: {kind}", f"{BASELINE}: {kind}"} <= {r.scenario for r in results}
+        }
     print(json.dumps(summary, indent=2))
 
 

@@ -44,8 +44,8 @@ def test_valid_production_config_builds_a_safe_app(production_env: pytest.Monkey
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
     assert app.config["MAX_CONTENT_LENGTH"] == 65536
-    # The fast path is on by default: pinged only after sitting idle, not on every checkout.
     assert app.config["FASTPATH"] is True
+    # Pinged only after sitting idle (repository.ping_idle_connections), not on every checkout.
     assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is False
     assert app.config["DB_PING_IDLE_SECONDS"] == 10
 

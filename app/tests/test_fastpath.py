@@ -98,7 +98,6 @@ def test_off_the_app_takes_the_plain_flask_path(
     app = app_factory(FASTPATH=False, READ_LEASE_MS=1000)
     assert cached_reads_of(app) is None
     assert isinstance(app.extensions[CHECKS_KEY], TokenChecks)
-    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
     assert app.config["READ_LEASE_SECONDS"] == 0, "no lease, so no commit waits for one"
     read_twice(app, create, auth)
     assert answered_below_flask(app) == 0

@@ -157,8 +157,7 @@ def test_requests_survive_connections_closed_by_the_database(
 def test_idle_connections_are_pinged_and_replaced(
     app_factory: Callable[..., Flask], database_url: str
 ) -> None:
-    # The fast path's idle ping: every connection counts as idle.
-    app = app_factory(FASTPATH=True, DB_PING_IDLE_SECONDS=0)
+    app = app_factory(DB_PING_IDLE_SECONDS=0)  # every connection counts as idle
     with app.app_context():
         assert check_database(db.engine, 1000) is None
         assert terminate_other_connections(database_url) >= 1
@@ -170,23 +169,12 @@ def test_without_the_idle_ping_a_dead_connection_fails_one_check(
     app_factory: Callable[..., Flask], database_url: str
 ) -> None:
     """The counterpart of the test above: proof that the ping is what replaced the connection."""
-    app = app_factory(FASTPATH=True, DB_PING_IDLE_SECONDS=3600)
+    app = app_factory(DB_PING_IDLE_SECONDS=3600)
     with app.app_context():
         assert check_database(db.engine, 1000) is None
         assert terminate_other_connections(database_url) >= 1
         assert check_database(db.engine, 1000) is not None
         assert check_database(db.engine, 1000) is None  # SQLAlchemy dropped the stale pool
-
-
-def test_the_plain_path_pings_every_checkout_and_replaces_a_dead_connection(
-    app_factory: Callable[..., Flask], database_url: str
-) -> None:
-    app = app_factory(FASTPATH=False)
-    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
-    with app.app_context():
-        assert check_database(db.engine, 1000) is None
-        assert terminate_other_connections(database_url) >= 1
-        assert check_database(db.engine, 1000) is None
 
 
 def test_principal_query_keeps_one_connection_and_survives_the_server_killing_it(

@@ -212,3 +212,24 @@ def test_tags_are_normalized_alike_in_a_body_and_in_a_filter(
     assert saved["tags"] == [composed]
     response = client.get("/api/bookmarks", query_string={"tag": decomposed}, headers=auth)
     assert [item["url"] for item in response.json["items"]] == ["https://cafe.example/"]
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "\u00a0",  # a no-break space alone: normalized (stripped) to nothing
+        "\u2003\u3000",
+        "\u0130" * 64,  # 64 characters given, 128 once lower-cased
+    ],
+)
+def test_a_tag_is_checked_as_it_is_saved_after_normalization(
+    client: FlaskClient, auth: dict[str, str], tag: str
+) -> None:
+    response = client.post(
+        "/api/bookmarks", json={"url": "https://example.org/", "tags": [tag]}, headers=auth
+    )
+    assert response.status_code == 422
+    assert set(response.json["errors"]["json"]) == {"tags"}
+    response = client.get("/api/bookmarks", query_string={"tag": tag}, headers=auth)
+    assert response.status_code == 422
+    assert set(response.json["errors"]["query"]) == {"tag"}

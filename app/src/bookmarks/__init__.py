@@ -18,6 +18,7 @@ from bookmarks import api, cli, fastpath, index, logs, metrics, middleware, ops
 from bookmarks.config import BaseConfig, config_class_from_env
 from bookmarks.errors import register_errorhandlers
 from bookmarks.extensions import db, migrate
+from bookmarks.repository import ping_idle_connections
 
 __all__ = ["BookmarksFlask", "create_app"]
 
@@ -80,8 +81,10 @@ def _load_config(config_class: type[BaseConfig] | BaseConfig | None) -> BaseConf
 
 
 def init_extensions(app: Flask) -> None:
-    """Bind the database and the migrations (checkout or wheel)."""
+    """Bind the database (idle connections pinged) and the migrations (checkout or wheel)."""
     db.init_app(app)
+    with app.app_context():
+        ping_idle_connections(db.engine, app.config["DB_PING_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=str(migrations_dir()), compare_type=True)
 
 

@@ -173,11 +173,11 @@ class BaseConfig:
     DB_MAX_OVERFLOW: int = field(default_factory=lambda: _env_int("DB_MAX_OVERFLOW", 5))  # type: ignore[arg-type]
     DB_CONNECT_TIMEOUT: int = 3
     # The fast path (``bookmarks.fastpath``): read leases, cached single reads below Flask, a held
-    # connection for the token check, idle-only pings. Off, every request takes the plain Flask
-    # path (the reference): a token query per API request and ``pool_pre_ping`` on every checkout.
+    # connection for the token check. Off, every request takes the plain Flask path (the
+    # reference): a token query through SQLAlchemy per API request, no lease, no commit wait.
     FASTPATH: bool = field(default_factory=lambda: _env_switch("FASTPATH", True))  # type: ignore[arg-type]
-    # With the fast path, a pooled connection unused for this long is pinged before it is handed
-    # out (``fastpath.connections.ping_idle_connections``); busier ones are proven alive by use.
+    # A pooled connection unused for this long is pinged before it is handed out
+    # (``repository.ping_idle_connections``); busier ones are proven alive by use.
     DB_PING_IDLE_SECONDS: int = 10
     DB_STATEMENT_TIMEOUT_MS: int = 5000
     # With the fast path, how long a worker may answer a token's check from memory; every commit
@@ -306,15 +306,14 @@ class BaseConfig:
     def engine_options(self) -> dict[str, Any]:
         """SQLAlchemy pool settings.
 
-        A connection killed by a database restart becomes a reconnect, not an error. On the plain
-        path that is SQLAlchemy's own ``pool_pre_ping=True``: a ping on every checkout.
-        ``bench/app-bench.sh`` measured its cost beside the same path without it: about half of
-        the plain path's cached reads (508 against 975 requests/s), above the 10 % the issue
-        allows, so the plain path is to move to the idle-only ping as well (app/README.md,
-        Connection liveness); until that change has passed the tests it keeps the library's
-        mechanism. The fast path replaces it (``fastpath.connections``): only connections idle for
-        ``DB_PING_IDLE_SECONDS`` are pinged, and the token query that starts every API request
-        recovers from a dead one. ``pool_recycle`` stays under typical firewall idle timeouts;
+        A connection killed by a database restart becomes a reconnect, not an error, on both paths.
+        Not by SQLAlchemy's ``pool_pre_ping``: a ping on every checkout is a round trip per
+        request, and ``bench/app-bench.sh`` measured it above the 10 % of the plain path's cached
+        reads that would let it stay (app/README.md, Benchmark). Instead connections idle for
+        ``DB_PING_IDLE_SECONDS`` are pinged (``repository.ping_idle_connections``, installed by
+        ``create_app``), and the token query that starts every API request, a service read and a
+        write transaction each recover from a dead connection by running once more
+        (``repository``). ``pool_recycle`` stays under typical firewall idle timeouts;
         ``connect_timeout`` and ``statement_timeout`` bound how long a sick database can hold a
         worker thread.
 
@@ -326,7 +325,7 @@ class BaseConfig:
         """
         return {
             "isolation_level": "AUTOCOMMIT",
-            "pool_pre_ping": self.FASTPATH is not True,
+            "pool_pre_ping": False,
             "pool_size": self.DB_POOL_SIZE,
             "max_overflow": self.DB_MAX_OVERFLOW,
             "pool_timeout": 5,

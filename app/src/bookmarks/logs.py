@@ -2,16 +2,15 @@
 
 Journald and logrotate keep lines, and log shippers parse JSON without regexes. Stderr, so that
 stdout stays clean for what CLI commands print (``create-user`` prints only the token there).
-Every record made
-during a request carries its ``request_id``, so an error line and the access line of the same
-request join up. The formatter scrubs bearer tokens, ``bm_`` tokens and the configured secrets from
-the finished line, whatever logger or exception text they came from: redacting at the last step is
-the only place that cannot be bypassed by a new log call.
+Every record made during a request carries its ``request_id``, so an error line and the access
+line of the same request join up. python-json-logger builds the line; our ``Redaction`` scrubs
+bearer tokens, ``bm_`` tokens and the configured secrets from its finished fields, whatever logger
+or exception text they came from: redacting at the last step is the only place that cannot be
+bypassed by a new log call.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -21,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as LibraryJsonFormatter
 from sqlalchemy.engine import make_url
 
 from bookmarks.auth import TOKEN_PATTERN
@@ -35,8 +36,8 @@ _ALWAYS_SCRUBBED = (
 # substitutions, for the dozen values of every access line. It must match whatever they match.
 _MAY_NEED_SCRUBBING = re.compile(r"(?i)bearer|bm_|passw|secret|token")
 # The same test for ASCII text, as plain substring searches (a case-insensitive alternation costs
-# the regex engine a try per character: 8 us for one access line). Only for ASCII: under
-# IGNORECASE some other characters match ASCII letters (the Kelvin sign matches "k").
+# the regex engine a try per character). Only for ASCII: under IGNORECASE some other characters
+# match ASCII letters (the Kelvin sign matches "k").
 _MAY_NEED_SCRUBBING_WORDS = ("bearer", "bm_", "passw", "secret", "token")
 
 
@@ -51,46 +52,31 @@ def _may_match_a_pattern(text: str) -> bool:
     return _MAY_NEED_SCRUBBING.search(text) is not None
 
 
-# Attributes every LogRecord has; anything else was passed with ``extra=`` and goes into the line.
-_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-_ENCODER = json.JSONEncoder(ensure_ascii=False)  # what json.dumps builds anew for every call
-_NUMBERS = frozenset({int, float, bool})  # values written as they are, never scrubbed
 HANDLER_MARK = "_bookmarks_json_handler"
+# A record's attribute holding all its extra fields at once (``extra={FIELDS: {...}}``).
+FIELDS = "bookmarks_fields"
+# The first fields of every line: the record attributes python-json-logger reads, and their names
+# in the line.
+_LEADING = ("asctime", "levelname", "name", "message")
+_RENAMED = {"asctime": "ts", "levelname": "level", "name": "logger"}
 
 access_log = logging.getLogger("bookmarks.access")
 
 
-# A record's attribute holding all its extra fields at once (``extra={FIELDS: {...}}``).
-FIELDS = "bookmarks_fields"
-
-
-_SECOND_PREFIX: list[tuple[int, str]] = [(-1, "")]  # the last second formatted, and its text
-
-
 def _timestamp(created: float) -> str:
-    """``created`` as ISO 8601 UTC with milliseconds; the part up to the second is remembered.
+    """``created`` as ISO 8601 UTC with milliseconds (the ``ts`` field)."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
-    Formatting a datetime was a tenth of a log line's cost, and a busy worker logs hundreds of
-    lines within the same second. The second and its text are read and replaced as one tuple,
-    so threads racing at a second's turn can only compute it twice, never mix two seconds up.
+
+class Redaction:
+    """Our own redaction: replace tokens, credential-shaped values and known secrets in texts.
+
+    Applied to a line's finished fields (``JsonFormatter.process_log_record``), not as a
+    ``logging.Filter`` on records: a record's message, arguments, extra fields and traceback only
+    become the texts that are written there, so nothing a new log call passes can go around it.
     """
-    # Rounded to the microsecond as datetime.fromtimestamp rounds, then cut to milliseconds.
-    second = int(created)
-    micro = round((created - second) * 1_000_000)
-    if micro >= 1_000_000:
-        second, micro = second + 1, micro - 1_000_000
-    known, prefix = _SECOND_PREFIX[0]
-    if known != second:
-        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _SECOND_PREFIX[0] = (second, prefix)
-    return f"{prefix}.{micro // 1000:03d}+00:00"
-
-
-class JsonFormatter(logging.Formatter):
-    """Format a record as one JSON object; scrub tokens and known secrets from the result."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
         self.secrets: list[str] = []
         self.add_secrets(secrets)
 
@@ -99,56 +85,22 @@ class JsonFormatter(logging.Formatter):
         merged = {*self.secrets, *(s for s in secrets if len(s) >= 8)}
         self.secrets = sorted(merged, key=len, reverse=True)
 
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as a single JSON line, every text in it scrubbed."""
-        entry: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        fields = getattr(record, FIELDS, None)
-        if fields is not None:
-            # A record that brings its fields as one dict (the access line): no need to look
-            # through every attribute of the record for the ones passed with ``extra=``.
-            entry.update(fields)
-        else:
-            request_id = getattr(record, "request_id", None)
-            if request_id:
-                entry["request_id"] = request_id
-            for key, value in vars(record).items():
-                if key not in _RECORD_FIELDS and key not in entry:
-                    entry[key] = value
-        if record.exc_info:
-            entry["exc_info"] = self.formatException(record.exc_info)
-        return self.encode(entry)
-
-    def line(self, created: float, level: str, logger: str, message: str, fields: Any) -> str:
-        """The line ``format`` makes of a record with these values and ``extra={FIELDS: ...}``."""
-        entry = {"ts": _timestamp(created), "level": level, "logger": logger, "message": message}
-        entry.update(fields)
-        return self.encode(entry)
-
-    def encode(self, entry: dict[str, Any]) -> str:
-        """``entry`` as one JSON line, every text in it scrubbed."""
+    def fields(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """``entry`` with every value that is not a number or ``None`` as scrubbed text."""
         # Scrub the values, not the JSON text: a pattern must never eat an escape character.
         texts = []
         for key, value in entry.items():
-            kind = type(value)  # exact types first: isinstance on a union costs more
-            if kind is str:
+            if isinstance(value, str):
                 texts.append(value)
-            elif value is None or kind in _NUMBERS or isinstance(value, bool | int | float):
-                continue
-            else:
-                text = value if isinstance(value, str) else str(value)
-                entry[key] = text
-                texts.append(text)
+            elif value is not None and not isinstance(value, int | float):  # bool is an int
+                entry[key] = str(value)
+                texts.append(entry[key])
         # One test over all the texts first (an access line has a dozen): neither a secret nor
         # a pattern can match across the NUL that joins them (none contains one), so when the
         # joined text needs nothing, no value does.
         if self._may_need_scrubbing("\0".join(texts)):
-            entry = {k: self.scrub(v) if isinstance(v, str) else v for k, v in entry.items()}
-        return _ENCODER.encode(entry)
+            return {k: self.scrub(v) if isinstance(v, str) else v for k, v in entry.items()}
+        return entry
 
     def _may_need_scrubbing(self, text: str) -> bool:
         for secret in self.secrets:
@@ -156,16 +108,61 @@ class JsonFormatter(logging.Formatter):
                 return True
         return _may_match_a_pattern(text)
 
-    def scrub(self, line: str) -> str:
+    def scrub(self, text: str) -> str:
         """Replace known secrets and anything shaped like a credential with a marker."""
         for secret in self.secrets:
-            if secret in line:
-                line = line.replace(secret, REDACTED)
-        if not _may_match_a_pattern(line):
-            return line
-        line = _ALWAYS_SCRUBBED[0].sub("Bearer " + REDACTED, line)
-        line = _ALWAYS_SCRUBBED[1].sub(REDACTED, line)
-        return _ALWAYS_SCRUBBED[2].sub(lambda m: f"{m.group(1)}={REDACTED}", line)
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        if not _may_match_a_pattern(text):
+            return text
+        text = _ALWAYS_SCRUBBED[0].sub("Bearer " + REDACTED, text)
+        text = _ALWAYS_SCRUBBED[1].sub(REDACTED, text)
+        return _ALWAYS_SCRUBBED[2].sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+
+
+class JsonFormatter(LibraryJsonFormatter):
+    """python-json-logger's formatter: ``ts``, ``level``, ``logger``, ``message``, then the rest.
+
+    A record's extra fields follow (an access line brings them as one dict, ``FIELDS``), and an
+    exception as ``exc_info``; ``Redaction`` scrubs every field last.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__(
+            list(_LEADING),
+            rename_fields=_RENAMED,
+            reserved_attrs=[*RESERVED_ATTRS, FIELDS],
+            json_ensure_ascii=False,
+        )
+        self.redaction = Redaction(secrets)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        """Scrub these values too (``Redaction.add_secrets``)."""
+        self.redaction.add_secrets(secrets)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        """``ts``: ISO 8601 UTC with milliseconds, whatever the server's time zone."""
+        del datefmt
+        return _timestamp(record.created)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        """The library's fields, then those a record brings as one dict (``FIELDS``)."""
+        super().add_fields(log_data, record, message_dict)
+        fields = getattr(record, FIELDS, None)
+        if fields is not None:
+            log_data.update(fields)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        """Scrub every field: the last step before the line is written."""
+        return self.redaction.fields(log_data)
+
+    def line(self, created: float, level: str, logger: str, message: str, fields: Any) -> str:
+        """The line ``format`` makes of a record with these values and ``extra={FIELDS: ...}``."""
+        entry = {"ts": _timestamp(created), "level": level, "logger": logger, "message": message}
+        entry.update(fields)
+        return self.serialize_log_record(self.process_log_record(entry))
 
 
 class RequestIdFilter(logging.Filter):
@@ -217,45 +214,19 @@ def log_request_hook(response: Response) -> Response:
     # The objects behind the proxies, each looked up once.
     context, current = g._get_current_object(), request._get_current_object()
     principal = getattr(context, "principal", None)
-    log_request(
-        request_id=getattr(context, "request_id", None),
-        method=current.method,
-        path=current.path,
-        status=response.status_code,
-        started=getattr(context, "request_started", None),
-        remote_addr=current.remote_addr,
-        user_id=principal.user_id if principal else None,
-        size=response.calculate_content_length(),
-    )
-    return response
-
-
-def log_request(
-    *,
-    request_id: str | None,
-    method: str,
-    path: str,
-    status: int,
-    started: float | None,
-    remote_addr: str | None,
-    user_id: int | None,
-    size: int | None,
-) -> None:
-    """Write the access line of one request (``started``: its ``time.perf_counter()``)."""
-    if not access_log.isEnabledFor(logging.INFO):
-        return
     write_access_line(
         access_fields(
-            request_id=request_id,
-            method=method,
-            path=path,
-            status=status,
-            started=started,
-            remote_addr=remote_addr,
-            user_id=user_id,
-            size=size,
+            request_id=getattr(context, "request_id", None),
+            method=current.method,
+            path=current.path,
+            status=response.status_code,
+            started=getattr(context, "request_started", None),
+            remote_addr=current.remote_addr,
+            user_id=principal.user_id if principal else None,
+            size=response.calculate_content_length(),
         )
     )
+    return response
 
 
 def access_fields(

@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import ARRAY, Engine, String, any_, bindparam, event, func, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookmarks.auth import Principal, display_prefix, generate_token, hash_token
 from bookmarks.errors import ConflictError
@@ -54,6 +56,8 @@ DRIFT = 0.01
 SLACK = 0.001
 
 
+# Where the pool notes when a connection was last given back (see ``ping_idle_connections``).
+_IDLE_SINCE = "bookmarks_idle_since"
 # The read lease of each app's engine (``wait_out_leases_after_commits``), and where a session
 # notes the engines its transaction wrote through.
 _READ_LEASES: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
@@ -193,6 +197,35 @@ def once_more_if_disconnected(session: Session, read: Callable[[], T]) -> T:
             raise
         session.rollback()
     return read()
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection on checkout only if it sat unused for ``idle_seconds`` or more.
+
+    ``pool_pre_ping`` pings on every checkout: one extra round trip per request, as much as the
+    token query itself. A connection used a moment ago is known to be alive, and in an API request
+    the token query (``lookup_principals``, the fast path's ``PrincipalQuery``) proves it anyway
+    and recovers from a dead one; a connection that has been idle longer (after a quiet spell,
+    for the CLI) may have been closed by a database restart and is pinged first. A failed ping
+    invalidates every pooled connection from before it, and the pool connects afresh
+    (SQLAlchemy's pessimistic disconnect handling through its documented ``checkout`` event).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _note_idle(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        del proxy
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except psycopg.Error as error:
+            raise InvalidatePoolError("idle connection failed its ping") from error
 
 
 def version_of(user_id: int) -> Any:

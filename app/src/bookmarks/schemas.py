@@ -101,12 +101,33 @@ class InputSchema(ma.Schema):
         return data
 
 
+class Tag(fields.String):
+    r"""A tag, in a body or a filter: the pattern checked as given, the rest as it is saved.
+
+    As given, so that ``"abc\n"`` is refused rather than stripped; then ``normalize_tag``, and
+    the validators (published in the document) judge the normalized tag, so one that
+    normalization empties (``"\u00a0"``) or lengthens past the limit (``"İ"`` lower-cases to two
+    characters) is refused too.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            validate=[validate.Length(min=1, max=TAG_MAX_LENGTH), FullMatch(TAG_PATTERN)],
+            **kwargs,
+        )
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        _TAG_AS_GIVEN(text)
+        return normalize_tag(text)
+
+
+_TAG_AS_GIVEN = FullMatch(TAG_PATTERN)
+
+
 def _tags_field(**kwargs: Any) -> fields.List:
-    tag = fields.String(
-        validate=[validate.Length(min=1, max=TAG_MAX_LENGTH), FullMatch(TAG_PATTERN)],
-    )
     return fields.List(
-        tag,
+        Tag(),
         validate=validate.Length(max=TAGS_MAX_COUNT),
         metadata={"description": "Lower-cased and de-duplicated on save.", "example": ["python"]},
         **kwargs,
@@ -119,7 +140,7 @@ def normalize_tag(tag: str) -> str:
 
 
 def normalize_tags(tags: list[str]) -> list[str]:
-    """Normalize and de-duplicate, keeping the caller's order."""
+    """Normalize and de-duplicate, keeping the caller's order (``Tag`` has normalized each)."""
     return list(dict.fromkeys(normalize_tag(tag) for tag in tags))
 
 
@@ -192,16 +213,7 @@ class ListArgsSchema(InputSchema):
             "results are ranked best first."
         },
     )
-    tag = fields.String(
-        validate=[validate.Length(min=1, max=TAG_MAX_LENGTH), FullMatch(TAG_PATTERN)],
-        metadata={"description": "Only bookmarks carrying this tag (case-insensitive)."},
-    )
-
-    @ma.post_load
-    def _normalize(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        if "tag" in data:
-            data["tag"] = normalize_tag(data["tag"])
-        return data
+    tag = Tag(metadata={"description": "Only bookmarks carrying this tag (case-insensitive)."})
 
 
 class LinksSchema(ma.Schema):

@@ -1,12 +1,12 @@
 """The fast path: every speed-up beside the plain Flask path, in one place, behind ``FASTPATH``.
 
 The plain path is the reference: each API request runs Flask's hooks, checks its token with one
-query on a connection the pool pings on checkout (``pool_pre_ping``), and logs its access line
-through ``logging``. With ``FASTPATH`` on (the default), ``init_app`` installs instead:
+query through SQLAlchemy on a pooled connection, and logs its access line through ``logging``.
+With ``FASTPATH`` on (the default), ``init_app`` installs instead:
 
 * ``leases``: the token check shared by one worker's concurrent requests and *leased* for
   ``READ_LEASE_MS``, with every commit waiting the lease out (``repository``'s commit wait);
-* ``connections``: the check on one held connection, and pings only for idle connections;
+* ``connections``: the check on one held connection, as a prepared statement on psycopg;
 * ``cached_reads``: ``GET /api/bookmarks/<id>`` of a leased token and a cached bookmark answered
   as WSGI middleware below Flask, with ``access_log`` writing its line straight to the handler.
 
@@ -29,11 +29,7 @@ from bookmarks import api, logs, metrics, middleware
 from bookmarks.config import ConfigError
 from bookmarks.extensions import db
 from bookmarks.fastpath.cached_reads import CachedReads
-from bookmarks.fastpath.connections import (
-    PrincipalQuery,
-    lookup_principals_raw,
-    ping_idle_connections,
-)
+from bookmarks.fastpath.connections import PrincipalQuery, lookup_principals_raw
 from bookmarks.fastpath.leases import SharedChecks
 from bookmarks.repository import wait_out_leases_after_commits
 
@@ -82,7 +78,6 @@ def init_app(app: Flask) -> None:
     lease = app.config["READ_LEASE_SECONDS"]
     with app.app_context():
         engine = db.engine
-    ping_idle_connections(engine, app.config["DB_PING_IDLE_SECONDS"])
     wait_out_leases_after_commits(engine, lease)
     checks = app.extensions[api.CHECKS_KEY] = SharedChecks(
         PrincipalQuery(engine),

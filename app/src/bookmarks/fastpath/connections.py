@@ -1,11 +1,9 @@
-"""The fast path's database connections: a held connection for the token check, idle-only pings.
+"""The fast path's database connection for the token check: held, and a prepared statement.
 
-On the plain path every token check checks a connection out of the pool, and SQLAlchemy's
-``pool_pre_ping`` pings it first. Here the checks of one worker run one round at a time
+On the plain path every token check checks a connection out of the pool and runs the query
+through SQLAlchemy. Here the checks of one worker run one round at a time
 (``leases.SharedChecks``), so ``PrincipalQuery`` keeps one pooled connection for them and runs the
-query as a server-side prepared statement straight on psycopg; and the pool pings only
-connections that sat idle (``ping_idle_connections``), since a connection used a moment ago is
-known to be alive and the token query recovers from a dead one itself.
+query as a server-side prepared statement straight on psycopg.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, bindparam, event, select
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.exc import InvalidatePoolError
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookmarks.auth import Principal
 from bookmarks.models import ApiToken, User
@@ -38,8 +34,6 @@ _PRINCIPALS_BY_TOKEN_HASH_SQL = str(
 # How long ``PrincipalQuery`` keeps one pooled connection before handing it back for a fresh
 # checkout (which applies the pool's recycling, invalidation and idle ping).
 HOLD_SECONDS = 1.0
-# Where the pool notes when a connection was last given back (see ``ping_idle_connections``).
-_IDLE_SINCE = "bookmarks_idle_since"
 
 
 def lookup_principals_raw(engine: Engine, token_hashes: Collection[str]) -> dict[str, Principal]:
@@ -118,32 +112,3 @@ class PrincipalQuery:
         if invalidate:
             held.invalidate()
         held.close()
-
-
-def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
-    """Ping a pooled connection on checkout only if it sat unused for ``idle_seconds`` or more.
-
-    ``pool_pre_ping`` pings on every checkout: one extra round trip per request, as much as the
-    token query itself. A connection used a moment ago is known to be alive, and in an API request
-    the token query (``PrincipalQuery``) proves it anyway and recovers from a dead one; a
-    connection that has been idle longer (after a quiet spell, for ``/health/ready``, the CLI)
-    may have been closed by a database restart and is pinged first. A failed ping invalidates
-    every pooled connection from before it, and the pool connects afresh (SQLAlchemy's
-    pessimistic disconnect handling through its documented ``checkout`` event).
-    """
-
-    @event.listens_for(engine, "checkin")
-    def _note_idle(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        if dbapi_connection is not None:
-            record.info[_IDLE_SINCE] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
-        del proxy
-        since = record.info.get(_IDLE_SINCE)
-        if since is None or time.monotonic() - since < idle_seconds:
-            return
-        try:
-            engine.dialect.do_ping(dbapi_connection)
-        except psycopg.Error as error:
-            raise InvalidatePoolError("idle connection failed its ping") from error
