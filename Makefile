@@ -55,10 +55,11 @@ vm: ## Boot a Debian 12 VM and print an inventory and the README's commands for 
 vm-down: ## Stop the VM
 	@scripts/vm.sh down demo
 
-lint: venv ## yamllint, ansible-lint (production profile), ruff
+lint: venv ## yamllint, ansible-lint (production profile), ruff, promtool
 	@$(STEP) "yamllint" yamllint --strict .
 	@$(STEP) "ansible-lint (production profile)" ansible-lint --profile production
 	@$(STEP) "ruff" bash -c 'ruff check . && ruff format --check .'
+	@$(STEP) "promtool: alert rules, their unit tests, the rendered config" scripts/check-prometheus.sh
 
 app-test: ## App tests against a real PostgreSQL
 	@if [ -x scripts/test-app.sh ]; then $(STEP) "app tests (real PostgreSQL)" scripts/test-app.sh; fi
