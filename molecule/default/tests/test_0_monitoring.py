@@ -57,6 +57,18 @@ def test_the_certificate_expiry_is_exported(host):
     assert float(result[0]["value"][1]) > time.time()
 
 
+def test_the_wal_archiver_is_exported_and_archiving(host):
+    # The exporter's default pg_stat_archiver metrics (WALArchivingFailing reads them); the stanza
+    # and the first full backup have archived WAL by now.
+    result = poll(
+        lambda: query(host, "pg_stat_archiver_archived_count > 0"),
+        120,
+        "archived WAL segments counted in Prometheus",
+    )
+    instance = result[0]["metric"]["instance"]
+    assert query(host, f'pg_stat_archiver_failed_count{{instance="{instance}"}}')
+
+
 def test_no_alert_fires_on_the_converged_host(host):
     # Pending or firing: none, once every target has been up for a while.
     assert query(host, 'ALERTS{alertstate="firing"}') == []
