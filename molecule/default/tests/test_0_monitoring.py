@@ -57,6 +57,14 @@ def test_the_certificate_expiry_is_exported(host):
     assert float(result[0]["value"][1]) > time.time()
 
 
+def test_pgbackrests_first_full_backup_is_exported(host):
+    # The postgresql role took it during this run's converge; the exporters' timer read the
+    # repository afterwards.
+    series = 'backup_last_success_timestamp_seconds{unit="pgbackrest-backup@.service"}'
+    result = poll(lambda: query(host, series), 120, "pgBackRest's newest backup time in Prometheus")
+    assert float(result[0]["value"][1]) > time.time() - 3 * 3600
+
+
 def test_the_wal_archiver_is_exported_and_archiving(host):
     # The exporter's default pg_stat_archiver metrics (WALArchivingFailing reads them); the stanza
     # and the first full backup have archived WAL by now.

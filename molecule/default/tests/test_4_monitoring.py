@@ -20,6 +20,9 @@ RECEIVER_LOG = "/var/tmp/test-alerts.jsonl"
 RECEIVER_PORT = 9099  # group_vars/all/vars.yml: monitor_alert_webhook_url
 BACKUP_UNIT = "postgresql-backup.service"
 BACKUP_DIR = "/var/backups/postgresql"
+# The pgBackRest backups' series (roles/exporters' pgbackrest-backup-metric) and the stanza.
+PGBACKREST_UNIT = "pgbackrest-backup@.service"
+STANZA = "bookmarks"
 
 # Appends each POSTed notification to RECEIVER_LOG, one JSON document a line.
 RECEIVER = f"""
@@ -98,6 +101,21 @@ def test_a_successful_backup_exports_its_time(host):
         "the backup's success time in Prometheus",
     )
     assert float(result[0]["value"][1]) > time.time() - 3600
+
+
+def newest_pgbackrest_stop(host) -> int:
+    """The stop time of the newest backup in the pgBackRest repository, as pgBackRest reports it."""
+    info = json.loads(
+        host.check_output(f"runuser -u postgres -- pgbackrest --stanza={STANZA} --output=json info")
+    )
+    return max(backup["timestamp"]["stop"] for stanza in info for backup in stanza["backup"])
+
+
+def test_a_pgbackrest_backup_exports_the_repositorys_newest_backup_time(host):
+    host.run_expect([0], "systemctl start pgbackrest-backup@diff.service")
+    series = f'backup_last_success_timestamp_seconds{{unit="{PGBACKREST_UNIT}"}}'
+    stop = newest_pgbackrest_stop(host)
+    poll(lambda: query(host, f"{series} == {stop}"), 120, "the new backup's time in Prometheus")
 
 
 def test_a_failed_backup_fires_the_backup_alert_at_the_webhook(host, receiver):
