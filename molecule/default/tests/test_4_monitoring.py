@@ -1,4 +1,5 @@
-"""Alerts on the all-in-one host (also in `monitor`) reach a webhook: app stopped, backup failed.
+"""Alerts on the all-in-one host (also in `monitor`) reach a webhook: app stopped, backup failed,
+a certificate about to expire.
 
 The webhook receiver is a tiny HTTP server started in the container as a transient systemd unit;
 delivery is Alertmanager's real one. The scenario's group_vars shorten the scrape and evaluation
@@ -23,6 +24,8 @@ BACKUP_DIR = "/var/backups/postgresql"
 # The pgBackRest backups' series (roles/exporters' pgbackrest-backup-metric) and the stanza.
 PGBACKREST_UNIT = "pgbackrest-backup@.service"
 STANZA = "bookmarks"
+# Watched by the certificate check, absent after converge (exporters_certificates_extra).
+EXPIRING_CERTIFICATE = "/etc/ssl/alert-test/expiring.pem"
 
 # Appends each POSTed notification to RECEIVER_LOG, one JSON document a line.
 RECEIVER = f"""
@@ -133,3 +136,35 @@ def test_a_failed_backup_fires_the_backup_alert_at_the_webhook(host, receiver):
     finally:
         host.run_expect([0], f"chmod {mode} {BACKUP_DIR}")
         host.run(f"systemctl reset-failed {BACKUP_UNIT}")
+
+
+def test_a_certificate_expiring_within_14_days_fires_at_the_webhook_and_removing_it_resolves(
+    host, receiver
+):
+    directory = EXPIRING_CERTIFICATE.rsplit("/", 1)[0]
+    host.run_expect([0], f"install -d -m 0755 {directory}")
+    try:
+        # A real self-signed certificate valid for 7 days (its key is not kept).
+        host.run_expect(
+            [0],
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 "
+            f"-keyout /dev/null -subj /CN=expiring.bookmarks.test -out {EXPIRING_CERTIFICATE}",
+        )
+        # The hourly check, now rather than within the hour.
+        host.run_expect([0], "systemctl start certificate-expiry.service")
+        alerts = poll(
+            lambda: delivered(host, "CertificateExpiresSoon", "firing", path=EXPIRING_CERTIFICATE),
+            300,
+            "CertificateExpiresSoon for the short-lived certificate delivered to the webhook",
+            every=5,
+        )
+        assert "expires in 6d" in alerts[0]["annotations"]["summary"]
+    finally:
+        host.run(f"rm -rf {directory}")
+        host.run("systemctl start certificate-expiry.service")
+    poll(
+        lambda: delivered(host, "CertificateExpiresSoon", "resolved", path=EXPIRING_CERTIFICATE),
+        300,
+        "CertificateExpiresSoon resolved at the webhook",
+        every=5,
+    )
