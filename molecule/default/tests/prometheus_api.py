@@ -1,4 +1,4 @@
-"""Prometheus's HTTP API inside a molecule host, and polling with a deadline (test_0/test_4)."""
+"""Prometheus's HTTP API and consoles in a molecule host; polling with a deadline (test_0, 4)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,11 @@ def prometheus(host, path: str, **params: str) -> dict:
 
 def query(host, promql: str) -> list[dict]:
     return prometheus(host, "/api/v1/query", query=promql)["data"]["result"]
+
+
+def console(host, name: str) -> tuple[int, str]:
+    """A console page as Prometheus renders it: (HTTP status, body)."""
+    url = f"{PROMETHEUS}/consoles/{name}"
+    out = host.check_output(f"curl -sS --max-time 10 -w '\\n%{{http_code}}' {url}")
+    body, _, status = out.rpartition("\n")
+    return int(status), body

@@ -10,11 +10,13 @@ are production's. Tests poll with generous deadlines and assert no wall time.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 
 import pytest
-from prometheus_api import poll, query
+from conftest import api
+from prometheus_api import console, poll, query
 
 RECEIVER_UNIT = "test-alert-receiver"
 RECEIVER_LOG = "/var/tmp/test-alerts.jsonl"
@@ -26,6 +28,8 @@ PGBACKREST_UNIT = "pgbackrest-backup@.service"
 STANZA = "bookmarks"
 # Watched by the certificate check, absent after converge (exporters_certificates_extra).
 EXPIRING_CERTIFICATE = "/etc/ssl/alert-test/expiring.pem"
+# The operator's overview, roles/monitor's console (README: Monitoring and alerts).
+CONSOLE = "stack.html"
 
 # Appends each POSTed notification to RECEIVER_LOG, one JSON document a line.
 RECEIVER = f"""
@@ -39,6 +43,20 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 http.server.HTTPServer(("127.0.0.1", {RECEIVER_PORT}), Receiver).serve_forever()
 """
+
+
+def table_rows(page: str, table: str) -> list[dict[str, str]]:
+    """The rows of one of the console's tables: their data-* attributes and their cells by class."""
+    body = re.search(rf'<table id="{table}">(.*?)</table>', page, re.S)
+    assert body, f"no table {table!r} in the console"
+    rows = []
+    for attrs, row in re.findall(r"<tr (data-[^>]*)>(.*?)</tr>", body.group(1), re.S):
+        cells = re.findall(r'<td class="([^"]+)">([^<]*)<', row)
+        rows.append(
+            dict(re.findall(r'data-([a-z]+)="([^"]*)"', attrs))
+            | {cls.split()[0]: text.strip() for cls, text in cells}
+        )
+    return rows
 
 
 def notifications(host) -> list[dict]:
@@ -168,3 +186,28 @@ def test_a_certificate_expiring_within_14_days_fires_at_the_webhook_and_removing
         "CertificateExpiresSoon resolved at the webhook",
         every=5,
     )
+
+
+def test_the_stack_console_shows_requests_errors_latency_connections_and_backup_age(host):
+    for _ in range(20):
+        assert api(host, "GET", "/health")[0] == 200
+
+    def rendered():
+        status, page = console(host, CONSOLE)
+        assert status == 200, page
+        app = table_rows(page, "app")
+        # Rates need two scrapes after the requests above.
+        if not app or float(app[0]["rate"]) == 0:
+            return None
+        return app, table_rows(page, "postgresql"), table_rows(page, "backups")
+
+    app, postgresql, backups = poll(rendered, 120, "the console with the app's requests")
+    assert len(app) == 1
+    assert app[0]["instance"].endswith(":8000")
+    assert re.fullmatch(r"[0-9.]+%", app[0]["errors"])
+    assert re.fullmatch(r"[0-9.]+(ns|us|ms|s)", app[0]["p99"])
+    assert len(postgresql) == 1
+    assert 0 < int(postgresql[0]["connections"]) < int(postgresql[0]["max"])
+    assert re.fullmatch(r"[0-9.]+%", postgresql[0]["used"])
+    assert {row["unit"] for row in backups} == {BACKUP_UNIT, PGBACKREST_UNIT}
+    assert all(re.fullmatch(r"[0-9dhms. ]+", row["age"]) for row in backups)
