@@ -57,24 +57,24 @@ def test_the_certificate_expiry_is_exported(host):
     assert float(result[0]["value"][1]) > time.time()
 
 
-def test_pgbackrests_first_full_backup_is_exported(host):
+def test_pgbackrests_first_full_backup_is_exported(host, hostname):
     # The postgresql role took it during this run's converge; the exporters' timer read the
-    # repository afterwards.
-    series = 'backup_last_success_timestamp_seconds{unit="pgbackrest-backup@.service"}'
+    # repository afterwards. (Each Prometheus scrapes both platforms: `host` picks this one.)
+    labels = f'unit="pgbackrest-backup@.service", host="{hostname}"'
+    series = f"backup_last_success_timestamp_seconds{{{labels}}}"
     result = poll(lambda: query(host, series), 120, "pgBackRest's newest backup time in Prometheus")
     assert float(result[0]["value"][1]) > time.time() - 3 * 3600
 
 
-def test_the_wal_archiver_is_exported_and_archiving(host):
+def test_the_wal_archiver_is_exported_and_archiving(host, hostname):
     # The exporter's default pg_stat_archiver metrics (WALArchivingFailing reads them); the stanza
     # and the first full backup have archived WAL by now.
-    result = poll(
-        lambda: query(host, "pg_stat_archiver_archived_count > 0"),
+    poll(
+        lambda: query(host, f'pg_stat_archiver_archived_count{{host="{hostname}"}} > 0'),
         120,
         "archived WAL segments counted in Prometheus",
     )
-    instance = result[0]["metric"]["instance"]
-    assert query(host, f'pg_stat_archiver_failed_count{{instance="{instance}"}}')
+    assert query(host, f'pg_stat_archiver_failed_count{{host="{hostname}"}}')
 
 
 def test_no_alert_fires_on_the_converged_host(host):

@@ -64,7 +64,7 @@ def notifications(host) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def delivered(host, alertname: str, status: str, **labels: str) -> list[dict]:
+def delivered(host, alertname: str, status: str, /, **labels: str) -> list[dict]:
     """The alerts the receiver got with this name, status and labels."""
     return [
         alert
@@ -132,9 +132,10 @@ def newest_pgbackrest_stop(host) -> int:
     return max(backup["timestamp"]["stop"] for stanza in info for backup in stanza["backup"])
 
 
-def test_a_pgbackrest_backup_exports_the_repositorys_newest_backup_time(host):
+def test_a_pgbackrest_backup_exports_the_repositorys_newest_backup_time(host, hostname):
     host.run_expect([0], "systemctl start pgbackrest-backup@diff.service")
-    series = f'backup_last_success_timestamp_seconds{{unit="{PGBACKREST_UNIT}"}}'
+    # Each host's Prometheus scrapes both platforms: this host's series, by its `host` label.
+    series = f'backup_last_success_timestamp_seconds{{unit="{PGBACKREST_UNIT}", host="{hostname}"}}'
     stop = newest_pgbackrest_stop(host)
     poll(lambda: query(host, f"{series} == {stop}"), 120, "the new backup's time in Prometheus")
 
@@ -157,7 +158,7 @@ def test_a_failed_backup_fires_the_backup_alert_at_the_webhook(host, receiver):
 
 
 def test_a_certificate_expiring_within_14_days_fires_at_the_webhook_and_removing_it_resolves(
-    host, receiver
+    host, hostname, receiver
 ):
     directory = EXPIRING_CERTIFICATE.rsplit("/", 1)[0]
     host.run_expect([0], f"install -d -m 0755 {directory}")
@@ -171,7 +172,9 @@ def test_a_certificate_expiring_within_14_days_fires_at_the_webhook_and_removing
         # The hourly check, now rather than within the hour.
         host.run_expect([0], "systemctl start certificate-expiry.service")
         alerts = poll(
-            lambda: delivered(host, "CertificateExpiresSoon", "firing", path=EXPIRING_CERTIFICATE),
+            lambda: delivered(
+                host, "CertificateExpiresSoon", "firing", path=EXPIRING_CERTIFICATE, host=hostname
+            ),
             300,
             "CertificateExpiresSoon for the short-lived certificate delivered to the webhook",
             every=5,
@@ -181,29 +184,33 @@ def test_a_certificate_expiring_within_14_days_fires_at_the_webhook_and_removing
         host.run(f"rm -rf {directory}")
         host.run("systemctl start certificate-expiry.service")
     poll(
-        lambda: delivered(host, "CertificateExpiresSoon", "resolved", path=EXPIRING_CERTIFICATE),
+        lambda: delivered(
+            host, "CertificateExpiresSoon", "resolved", path=EXPIRING_CERTIFICATE, host=hostname
+        ),
         300,
         "CertificateExpiresSoon resolved at the webhook",
         every=5,
     )
 
 
-def test_the_stack_console_shows_requests_errors_latency_connections_and_backup_age(host):
+def test_the_stack_console_shows_requests_errors_latency_connections_and_backup_age(host, hostname):
     for _ in range(20):
-        assert api(host, "GET", "/health")[0] == 200
+        assert api(host, "GET", "/health/ready")[0] == 200
 
     def rendered():
         status, page = console(host, CONSOLE)
         assert status == 200, page
-        app = table_rows(page, "app")
+        # Each host's Prometheus scrapes both platforms: this host's rows.
+        app, postgresql, backups = (
+            [row for row in table_rows(page, table) if row["host"] == hostname]
+            for table in ("app", "postgresql", "backups")
+        )
         # Rates need two scrapes after the requests above.
-        if not app or float(app[0]["rate"]) == 0:
+        if len(app) != 1 or float(app[0]["rate"]) == 0:
             return None
-        return app, table_rows(page, "postgresql"), table_rows(page, "backups")
+        return app, postgresql, backups
 
-    app, postgresql, backups = poll(rendered, 120, "the console with the app's requests")
-    assert len(app) == 1
-    assert app[0]["instance"].endswith(":8000")
+    app, postgresql, backups = poll(rendered, 120, "the console with this host's requests")
     assert re.fullmatch(r"[0-9.]+%", app[0]["errors"])
     assert re.fullmatch(r"[0-9.]+(ns|us|ms|s)", app[0]["p99"])
     assert len(postgresql) == 1
