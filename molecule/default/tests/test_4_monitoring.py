@@ -76,6 +76,8 @@ def delivered(host, alertname: str, status: str, /, **labels: str) -> list[dict]
     ]
 
 
+# Each platform's Prometheus scrapes both platforms, and so alerts on both: the checks below pick
+# this host's alerts by their `host` label (a late delivery of the other's would match otherwise).
 @pytest.fixture(scope="module")
 def receiver(host):
     host.run(f"systemctl stop {RECEIVER_UNIT}; rm -f {RECEIVER_LOG}")
@@ -94,12 +96,14 @@ def receiver(host):
     host.run(f"systemctl stop {RECEIVER_UNIT}")
 
 
-def test_stopping_the_app_fires_target_down_at_the_webhook_and_starting_it_resolves(host, receiver):
+def test_stopping_the_app_fires_target_down_at_the_webhook_and_starting_it_resolves(
+    host, hostname, receiver
+):
     # The socket too: systemd would start the service again for Prometheus's next scrape.
     host.run_expect([0], "systemctl stop bookmarks.socket bookmarks.service")
     try:
         poll(
-            lambda: delivered(host, "TargetDown", "firing", job="app"),
+            lambda: delivered(host, "TargetDown", "firing", job="app", host=hostname),
             300,
             "TargetDown for the app delivered to the webhook",
             every=5,
@@ -107,7 +111,7 @@ def test_stopping_the_app_fires_target_down_at_the_webhook_and_starting_it_resol
     finally:
         host.run_expect([0], "systemctl start bookmarks.socket bookmarks.service")
     poll(
-        lambda: delivered(host, "TargetDown", "resolved", job="app"),
+        lambda: delivered(host, "TargetDown", "resolved", job="app", host=hostname),
         300,
         "TargetDown for the app resolved at the webhook",
         every=5,
@@ -140,14 +144,14 @@ def test_a_pgbackrest_backup_exports_the_repositorys_newest_backup_time(host, ho
     poll(lambda: query(host, f"{series} == {stop}"), 120, "the new backup's time in Prometheus")
 
 
-def test_a_failed_backup_fires_the_backup_alert_at_the_webhook(host, receiver):
+def test_a_failed_backup_fires_the_backup_alert_at_the_webhook(host, hostname, receiver):
     mode = host.check_output(f"stat -c %a {BACKUP_DIR}")
     # The backup's user may no longer write its directory: pg_dump fails, the unit fails.
     host.run_expect([0], f"chmod 0555 {BACKUP_DIR}")
     try:
         assert host.run(f"systemctl start {BACKUP_UNIT}").rc != 0
         poll(
-            lambda: delivered(host, "BackupFailed", "firing", name=BACKUP_UNIT),
+            lambda: delivered(host, "BackupFailed", "firing", name=BACKUP_UNIT, host=hostname),
             300,
             "BackupFailed delivered to the webhook",
             every=5,
