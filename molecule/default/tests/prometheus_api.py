@@ -41,3 +41,11 @@ def console(host, name: str) -> tuple[int, str]:
     out = host.check_output(f"curl -sS --max-time 10 -w '\\n%{{http_code}}' {url}")
     body, _, status = out.rpartition("\n")
     return int(status), body
+
+
+def every_target_up(host) -> list[dict]:
+    """Prometheus's active targets when every one of JOBS is there and up (else empty)."""
+    targets = prometheus(host, "/api/v1/targets", state="active")["data"]["activeTargets"]
+    jobs = {t["labels"]["job"] for t in targets}
+    down = [t for t in targets if t["health"] != "up"]
+    return targets if jobs == JOBS and not down else []

@@ -16,7 +16,7 @@ import time
 
 import pytest
 from conftest import api
-from prometheus_api import console, poll, query
+from prometheus_api import console, every_target_up, poll, query
 
 RECEIVER_UNIT = "test-alert-receiver"
 RECEIVER_LOG = "/var/tmp/test-alerts.jsonl"
@@ -94,6 +94,14 @@ def receiver(host):
     )
     yield
     host.run(f"systemctl stop {RECEIVER_UNIT}")
+
+
+def test_every_target_is_still_up_after_the_limited_runs(host):
+    """The deploys and rollbacks of test_2 ran with --limit and no fact cache: the hosts outside
+    the run (the other platform's, a monitor host too) must stay in the socket's allow list."""
+    targets = poll(lambda: every_target_up(host), 120, "every target up")
+    # This host's Prometheus scrapes both platforms' apps (both hosts are in `monitor`).
+    assert len({t["labels"]["instance"] for t in targets if t["labels"]["job"] == "app"}) == 2
 
 
 def test_stopping_the_app_fires_target_down_at_the_webhook_and_starting_it_resolves(
