@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -154,6 +157,70 @@ def test_offline_sql_sets_the_timeouts(empty_db_app: Flask, capsys: pytest.Captu
     script = capsys.readouterr().out
     assert "SET lock_timeout = 5000;" in script
     assert "SET statement_timeout = 900000;" in script
+
+
+CONCURRENT_INDEX_STEP = textwrap.dedent(
+    '''
+    """A new index on a big table, built the way env.py's docstring says (a test's own script)."""
+
+    from alembic import op
+
+    revision = "0004_concurrent_index"
+    down_revision = "0003_data_version_triggers"
+    branch_labels = None
+    depends_on = None
+
+    INDEX = "ix_bookmarks_title_concurrently"
+    # now() is the transaction's start: inside the run's transaction it differs from the
+    # statement's start (earlier statements ran in it); in autocommit every statement is a
+    # transaction of its own, and the two are equal.
+    PROBE = (
+        "INSERT INTO migration_probe"
+        " SELECT '{}', now() <> statement_timestamp(), current_setting('lock_timeout')"
+    )
+
+
+    def upgrade() -> None:
+        op.execute("CREATE TABLE migration_probe (step text, in_transaction bool, lock text)")
+        op.execute(PROBE.format("before"))
+        with op.get_context().autocommit_block():
+            op.execute(PROBE.format("autocommit"))
+            op.create_index(INDEX, "bookmarks", ["title"], postgresql_concurrently=True)
+
+
+    def downgrade() -> None:
+        with op.get_context().autocommit_block():
+            op.drop_index(INDEX, table_name="bookmarks", postgresql_concurrently=True)
+        op.execute("DROP TABLE migration_probe")
+    '''
+)
+
+
+def test_an_index_is_built_concurrently_in_a_step_of_its_own(
+    empty_db_app: Flask, tmp_path: Path
+) -> None:
+    """``CREATE INDEX CONCURRENTLY`` cannot run in a transaction block: under env.py's one
+    transaction per run it works only in ``autocommit_block()``, where the timeouts still hold."""
+    directory = tmp_path / "migrations"
+    shutil.copytree(migrations_dir(), directory)
+    (directory / "versions" / "0004_concurrent_index.py").write_text(CONCURRENT_INDEX_STEP)
+    upgrade(directory=str(directory))
+    assert revision() == "0004_concurrent_index"
+    url = libpq_url(empty_db_app.config["SQLALCHEMY_DATABASE_URI"])
+    with psycopg.connect(url) as sql:
+        probes = {
+            step: (in_transaction, lock)
+            for step, in_transaction, lock in sql.execute("SELECT * FROM migration_probe")
+        }
+        valid = sql.execute(
+            "SELECT indisvalid FROM pg_index"
+            " WHERE indexrelid = 'ix_bookmarks_title_concurrently'::regclass"
+        ).fetchone()
+    assert probes == {"before": (True, "5s"), "autocommit": (False, "5s")}
+    assert valid == (True,)
+    downgrade(directory=str(directory), revision="0003_data_version_triggers")
+    assert revision() == "0003_data_version_triggers"
+    assert "migration_probe" not in tables()
 
 
 # -- the version triggers (0003) ------------------------------------------------------------
