@@ -33,3 +33,11 @@ def prometheus(host, path: str, **params: str) -> dict:
 
 def query(host, promql: str) -> list[dict]:
     return prometheus(host, "/api/v1/query", query=promql)["data"]["result"]
+
+
+def every_target_up(host) -> list[dict]:
+    """Prometheus's active targets when every one of JOBS is there and up (else empty)."""
+    targets = prometheus(host, "/api/v1/targets", state="active")["data"]["activeTargets"]
+    jobs = {t["labels"]["job"] for t in targets}
+    down = [t for t in targets if t["health"] != "up"]
+    return targets if jobs == JOBS and not down else []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from prometheus_api import JOBS, poll, prometheus, query
+from prometheus_api import JOBS, every_target_up, poll, query
 
 
 @pytest.mark.parametrize("unit", ["prometheus", "prometheus-alertmanager"])
@@ -36,13 +36,7 @@ def test_exporters_and_the_app_listen_on_the_private_address_not_everywhere(host
 
 
 def test_every_target_is_up(host):
-    def all_up():
-        targets = prometheus(host, "/api/v1/targets", state="active")["data"]["activeTargets"]
-        jobs = {t["labels"]["job"] for t in targets}
-        down = [(t["labels"]["job"], t["lastError"]) for t in targets if t["health"] != "up"]
-        return jobs == JOBS and not down and targets
-
-    targets = poll(all_up, 120, "every target up")
+    targets = poll(lambda: every_target_up(host), 120, "every target up")
     assert {t["labels"]["job"] for t in targets} == JOBS
 
 

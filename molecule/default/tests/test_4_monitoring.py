@@ -13,7 +13,7 @@ import shlex
 import time
 
 import pytest
-from prometheus_api import poll, query
+from prometheus_api import every_target_up, poll, query
 
 RECEIVER_UNIT = "test-alert-receiver"
 RECEIVER_LOG = "/var/tmp/test-alerts.jsonl"
@@ -70,12 +70,22 @@ def receiver(host):
     host.run(f"systemctl stop {RECEIVER_UNIT}")
 
 
-def test_stopping_the_app_fires_target_down_at_the_webhook_and_starting_it_resolves(host, receiver):
+def test_every_target_is_still_up_after_the_limited_runs(host):
+    """The deploys and rollbacks of test_2 ran with --limit and no fact cache: the hosts outside
+    the run (the other platform's, a monitor host too) must stay in the socket's allow list."""
+    targets = poll(lambda: every_target_up(host), 120, "every target up")
+    # This host's Prometheus scrapes both platforms' apps (both hosts are in `monitor`).
+    assert len({t["labels"]["instance"] for t in targets if t["labels"]["job"] == "app"}) == 2
+
+
+def test_stopping_the_app_fires_target_down_at_the_webhook_and_starting_it_resolves(
+    host, hostname, receiver
+):
     # The socket too: systemd would start the service again for Prometheus's next scrape.
     host.run_expect([0], "systemctl stop bookmarks.socket bookmarks.service")
     try:
         poll(
-            lambda: delivered(host, "TargetDown", "firing", job="app"),
+            lambda: delivered(host, "TargetDown", "firing", job="app", host=hostname),
             300,
             "TargetDown for the app delivered to the webhook",
             every=5,
@@ -83,7 +93,7 @@ def test_stopping_the_app_fires_target_down_at_the_webhook_and_starting_it_resol
     finally:
         host.run_expect([0], "systemctl start bookmarks.socket bookmarks.service")
     poll(
-        lambda: delivered(host, "TargetDown", "resolved", job="app"),
+        lambda: delivered(host, "TargetDown", "resolved", job="app", host=hostname),
         300,
         "TargetDown for the app resolved at the webhook",
         every=5,
