@@ -40,7 +40,7 @@ def notifications(host) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def delivered(host, alertname: str, status: str, **labels: str) -> list[dict]:
+def delivered(host, alertname: str, status: str, /, **labels: str) -> list[dict]:
     """The alerts the receiver got with this name, status and labels."""
     return [
         alert
