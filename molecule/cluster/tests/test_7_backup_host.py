@@ -1,7 +1,8 @@
 """The pgBackRest repository on the backup host (web2 is in the `backup` group): it holds the
 stanza and takes the backups over SSH, the db host archives its WAL there, each side's key may run
 pgBackRest's remote and nothing else, and restore.yml and restore-drill.yml on the db host read the
-repository there, down to a lost data directory brought back to a moment between two writes."""
+repository there, down to a lost data directory brought back to a moment between two writes; the
+daily dump is copied there too."""
 
 from __future__ import annotations
 
@@ -96,21 +97,43 @@ def test_pgbackrests_ssh_key_runs_nothing_but_pgbackrests_remote(
 
 
 @pytest.mark.parametrize(
-    ("name", "path", "peer", "gate"),
+    ("name", "path", "peer", "commands"),
     [
-        (DB, "/var/lib/postgresql/.ssh/authorized_keys", BACKUP, "pg"),
-        (BACKUP, "/var/lib/pgbackrest/.ssh/authorized_keys", DB, "repo"),
+        (DB, "/var/lib/postgresql/.ssh/authorized_keys", BACKUP, ["pgbackrest-ssh-gate pg"]),
+        (
+            BACKUP,
+            "/var/lib/pgbackrest/.ssh/authorized_keys",
+            DB,
+            ["pgbackrest-ssh-gate repo", f"pgbackrest-dump-receive {STANZA}"],
+        ),
     ],
 )
-def test_each_side_authorizes_the_other_from_its_address_through_the_gate_only(
-    name, path, peer, gate
+def test_each_side_authorizes_the_others_keys_from_its_address_for_one_command_each(
+    name, path, peer, commands
 ):
     lines = node(name).file(path).content_string.splitlines()
-    assert len(lines) == 1
-    gate_command = f"/usr/local/sbin/pgbackrest-ssh-gate {gate}"
-    assert lines[0].startswith(
-        f'restrict,from="{address(peer)}",command="{gate_command}" ssh-ed25519 '
+    assert [
+        f'restrict,from="{address(peer)}",command="/usr/local/sbin/{command}" ssh-ed25519 '
+        for command in commands
+    ] == [line[: line.index("ssh-ed25519 ") + len("ssh-ed25519 ")] for line in lines]
+
+
+def test_the_daily_dump_is_copied_to_the_backup_host_and_nothing_else_passes_its_key():
+    db, backup = node(DB), node(BACKUP)
+    assert db.run("systemctl start postgresql-backup.service").rc == 0
+    newest = db.check_output("ls /var/backups/postgresql/*.pgc | sort | tail -n 1")
+    name = newest.rsplit("/", 1)[1]
+    copy = f"/var/lib/pgbackrest/dumps/{STANZA}/{name}"
+    here = db.check_output("sha256sum %s", newest).split()[0]
+    assert backup.check_output("sha256sum %s", copy).split()[0] == here
+    refused = db.run(
+        "runuser -u postgres -- ssh -i /var/lib/postgresql/.ssh/id_dump_ed25519 "
+        "-o IdentitiesOnly=yes -o BatchMode=yes pgbackrest@%s %s </dev/null",
+        address(BACKUP),
+        "../x.pgc 0",
     )
+    assert refused.rc != 0
+    assert "pgbackrest-dump-receive: refused" in refused.stderr
 
 
 @pytest.fixture(scope="module")
