@@ -58,8 +58,9 @@ def test_the_backup_host_runs_the_timers(kind):
 
 
 def test_wal_archived_on_the_db_host_lands_in_the_backup_hosts_repository():
-    sql("CREATE TABLE IF NOT EXISTS offsite_wal (at timestamptz)")
-    sql("INSERT INTO offsite_wal VALUES (now())")
+    # Something to archive, outside the app's database (the drill compares every app table).
+    sql("CREATE TABLE IF NOT EXISTS offsite_wal (at timestamptz)", db="postgres")
+    sql("INSERT INTO offsite_wal VALUES (now())", db="postgres")
     segment = sql("SELECT pg_walfile_name(pg_switch_wal())", db="postgres")
     found = node(BACKUP).run(
         "for i in $(seq 1 60); do ls %s/archive/%s/*/%s/%s-* >/dev/null 2>&1 && exit 0; "
