@@ -1,15 +1,16 @@
 """sshd after site.yml: keys only, no root login, few attempts, from the base role's drop-in,
-wherever openssh-server is installed (the balancers here); hosts without it gain no sshd."""
+wherever openssh-server is installed (the balancers, the db host and the backup host here); hosts
+without it gain no sshd."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import DB, LB, LB2, LBS, WEBS, address, node
+from conftest import DB, LB, LB2, LBS, WEB1, WEB2, address, node
 
 DROP_IN = "/etc/ssh/sshd_config.d/50-base.conf"
 
 
-@pytest.mark.parametrize("name", LBS)
+@pytest.mark.parametrize("name", [*LBS, DB, WEB2])
 @pytest.mark.parametrize(
     "setting",
     [
@@ -36,7 +37,7 @@ def test_sshd_offers_public_keys_only():
     assert "Permission denied (publickey)" in refused.stderr, refused.stderr
 
 
-@pytest.mark.parametrize("name", [*WEBS, DB])
+@pytest.mark.parametrize("name", [WEB1])
 def test_hosts_without_sshd_get_neither_sshd_nor_its_drop_in(name):
     host = node(name)
     assert not host.package("openssh-server").is_installed
