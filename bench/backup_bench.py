@@ -9,16 +9,16 @@ table:
   - differential backup after updating a stated fraction of the rows (--change-fraction, default
     0.1: a contiguous range of ids, so about that fraction of the table's pages change and the
     new row versions go to its end), same figures;
+  - recovery point, before any restore: a writer inserts a timestamped row every ~0.2 s (plus
+    psql's start) for --writer-seconds (default 75), then the cluster is killed (SIGKILL to its
+    unit) and its data directory removed; restore.yml restores to the end of the archive; the
+    seconds (and rows) between the last row the writer saw committed and the last row restored
+    are what the loss cost (archive_timeout bounds it); that restore's time too;
   - restore to a time: playbooks/restore.yml -e restore_from=pgbackrest -e restore_target_time=T
     (app stopped, restored into a fresh data directory, swapped in, migrated, gated), with its
     pgBackRest part (the restore command, from its log) and PostgreSQL's start and WAL replay
     until it promotes (the role's two tasks, from profile_tasks); a row written just before T
     must be there and one written just after must not;
-  - recovery point: a writer inserts a timestamped row every ~0.2 s for --writer-seconds (default
-    75), then the cluster is killed (SIGKILL to its unit) and its data directory removed;
-    restore.yml restores to the end of the archive; the seconds (and rows) between the last row
-    the writer saw committed and the last row restored are what the loss cost (archive_timeout
-    bounds it);
   - the repository's size on disk (du), its backups and its WAL archive.
 The parallelism is pgBackRest's own `process-max` as the roles expose it
 (postgresql_pgbackrest_process_max on the db host: restores and archive-push; pgbackrest_repo_
@@ -310,7 +310,12 @@ class Loss:
 
 
 def recovery_point(hosts: Hosts, runner: Runner, writer_seconds: int) -> Loss:
-    """Write a row every ~0.2 s, lose the data directory, restore to the end, compare."""
+    """Write a row every ~0.2 s, lose the data directory, restore to the end, compare.
+
+    Run before any restore: for up to checkpoint_timeout after a restore's promotion the
+    checkpointer may sleep without heeding archive_timeout (README, Figures), which would measure
+    that window instead of the steady state.
+    """
     data_dir = psql(hosts, "SHOW data_directory")
     version = psql(hosts, "SHOW server_version_num")[:2]
     unit = f"postgresql@{version}-main.service"
@@ -326,13 +331,15 @@ def recovery_point(hosts: Hosts, runner: Runner, writer_seconds: int) -> Loss:
     run_in(hosts.db, "rm", "-rf", data_dir)
     run_in(hosts.db, "systemctl", "stop", "bench-writer", check=False)
     lines = run_in(hosts.db, "cat", "/var/tmp/bench-writes.txt").split()
+    first_at = float(lines[0].split("|")[1])
     last_id, last_at = lines[-1].split("|")
     done = restore(hosts, runner)
     restored = psql(hosts, "SELECT coalesce(max(id), 0), coalesce(extract(epoch FROM max(at)), 0) "
                            "FROM writes")  # fmt: skip
     restored_id, restored_at = restored.split("|")
+    # Nothing restored: every row since the writer's first is lost.
     return Loss(
-        seconds=float(last_at) - float(restored_at),
+        seconds=float(last_at) - (float(restored_at) if int(restored_id) else first_at),
         rows=int(last_id) - int(restored_id),
         written=len(lines),
         restore=done,
@@ -398,6 +405,10 @@ def main() -> None:
         diff = backup(hosts, "diff")
         print(f"diff: {diff.wall:.1f} s", file=sys.stderr)
 
+        # The loss first, while the cluster runs as it does between restores (see recovery_point).
+        loss = recovery_point(hosts, runner, args.writer_seconds)
+        print(f"recovery point: {loss.seconds:.1f} s lost", file=sys.stderr)
+
         psql(hosts, "INSERT INTO markers (name) VALUES ('before')")
         time.sleep(1)
         target = utc_now(hosts)
@@ -406,8 +417,6 @@ def main() -> None:
         to_time = restore(hosts, runner, target)
         markers = psql(hosts, "SELECT string_agg(name, ',' ORDER BY name) FROM markers")
         print(f"restore to time: {to_time.wall:.1f} s ({markers})", file=sys.stderr)
-
-        loss = recovery_point(hosts, runner, args.writer_seconds)
         archive_timeout = psql(hosts, "SHOW archive_timeout")
         repo_mb = du_mb(hosts.backup, hosts.repo_path)
         backup_mb = du_mb(hosts.backup, f"{hosts.repo_path}/backup")
@@ -423,13 +432,14 @@ def main() -> None:
             ("full backup", f"{full.wall:.1f} s", full.notes()),
             (f"differential ({args.change_fraction:g} of rows)", f"{diff.wall:.1f} s",
              f"{changed} rows updated (ids 1..{changed}); " + diff.notes()),
-            ("restore to a time (restore.yml)", f"{to_time.wall:.1f} s",
-             f"{to_time.notes()}; markers restored: {markers or 'none'} (want: before)"),
-            ("restore to the end (restore.yml)", f"{loss.restore.wall:.1f} s",
-             f"after the loss below; {loss.restore.notes()}; filler rows {restored_rows}"),
             ("recovery point (writes lost)", f"{loss.seconds:.1f} s",
              f"{loss.rows} of {loss.written} rows written in {args.writer_seconds} s lost; "
              f"archive_timeout {archive_timeout}"),
+            ("restore to the end (restore.yml)", f"{loss.restore.wall:.1f} s",
+             f"after that loss; {loss.restore.notes()}"),
+            ("restore to a time (restore.yml)", f"{to_time.wall:.1f} s",
+             f"{to_time.notes()}; markers restored: {markers or 'none'} (want: before); "
+             f"filler rows {restored_rows} of {row_count}"),
             ("repository size", f"{repo_mb:.0f} MB",
              f"backups {backup_mb:.0f} MB, WAL archive {archive_mb:.0f} MB (zstd)"
              + ("; with earlier runs' backups and WAL" if args.reuse else "")),
