@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from conftest import APP_DB, PROJECT_DIR, cluster_unit, recap, run_playbook, said, sql
@@ -188,6 +189,24 @@ def test_restore_keeps_the_replaced_data_directory(host, pitr):
     assert len(new) == 1, pitr["kept_after"][name]
     for kept in new:
         assert host.file(f"{kept}/PG_VERSION").exists
+
+
+def test_restored_cluster_archives_a_quiet_write_within_archive_timeout(host, pitr):
+    # No WAL switch is forced: only archive_timeout (1 min) may close the segment. Right after a
+    # restore the checkpointer used to sleep through it for checkpoint_timeout (5 min).
+    segment = sql(
+        host,
+        "INSERT INTO pitr (id, payload) VALUES (-1, 'after the restore') "
+        "RETURNING pg_walfile_name(pg_current_wal_insert_lsn())",
+    )
+    query = f"SELECT coalesce(last_archived_wal, '') >= '{segment}' FROM pg_stat_archiver"
+    for _ in range(75):
+        if sql(host, query, db="postgres") == "t":
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"{segment} was not archived within 150 s (archive_timeout is 1 min)")
+    sql(host, "DELETE FROM pitr WHERE id = -1")
 
 
 def test_restored_cluster_archives_again(host, pitr):
