@@ -221,7 +221,7 @@ def ssh_refused(on: str, source: str) -> Iterator[None]:
     table = "test_ssh_refused"
     rules = (
         f"table inet {table} {{ chain input {{ type filter hook input priority -10; "
-        f"ip saddr {address(source)} tcp dport 22 reject with tcp reset; }} }}"
+        f"ip saddr {address(source)} tcp dport 22 reject with tcp reset; }}; }}"
     )
     host.check_output("echo %s | nft -f -", rules)
     try:
