@@ -3,7 +3,9 @@ work and report a failure through their OnFailure= hook, and playbooks/restore.y
 (restore_from=pgbackrest) brings the cluster back to the end of the archive or to a moment between
 two writes, row for row, keeping the replaced data directory; playbooks/restore-drill.yml restores
 the newest backup into a scratch cluster while the app writes and finds it identical to the live
-database at its restore point, and fails at once when the archive misses WAL."""
+database at its restore point, and fails at once when the archive misses WAL; the weekly timer's
+unit runs the same drill, and reports a restore that differs from the live database (an unlogged
+table) by staying failed and firing the hook."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ RESTORE_PLAYBOOK = PROJECT_DIR / "playbooks" / "restore.yml"
 DRILL_PLAYBOOK = PROJECT_DIR / "playbooks" / "restore-drill.yml"
 DRILL_DIR = "/var/lib/postgresql/restore-drill"
 DRILL_UNIT = "postgresql-restore-drill.service"
+# The unit pgbackrest-drill.timer starts: the same drill as the playbook's.
+DRILL_TIMER_UNIT = "pgbackrest-drill.service"
 WRITER_UNIT = "drill-writer.service"
 ARCHIVE = "/var/lib/pgbackrest/archive"
 ARCHIVE_ASIDE = "/root/drill-archive-aside.tar"
@@ -51,7 +55,13 @@ def kept_dirs(host) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "unit", ["pgbackrest-full.timer", "pgbackrest-diff.timer", "pgbackrest-check.timer"]
+    "unit",
+    [
+        "pgbackrest-full.timer",
+        "pgbackrest-diff.timer",
+        "pgbackrest-check.timer",
+        "pgbackrest-drill.timer",
+    ],
 )
 def test_pgbackrest_timers_are_enabled_and_waiting(host, unit):
     service = host.service(unit)
@@ -307,3 +317,38 @@ def test_restore_drill_fails_at_once_when_the_archive_misses_wal(
     for host in db_hosts.values():
         assert not host.file(DRILL_DIR).exists
         assert host.service(cluster_unit(host)).is_running
+
+
+def test_the_weekly_drill_finds_a_mismatch_stays_failed_and_fires_the_hook(host):
+    """The unit pgbackrest-drill.timer starts runs the same drill as the playbook. An unlogged
+    table's rows are never in the WAL, so no backup holds them: restored, it is empty, and the
+    drill must say the restore differs from the live database."""
+    sql(
+        host,
+        "DROP TABLE IF EXISTS drill_unlogged; CREATE UNLOGGED TABLE drill_unlogged (id int); "
+        "INSERT INTO drill_unlogged SELECT generate_series(1, 10)",
+    )
+    before = hook_lines(host, DRILL_TIMER_UNIT)
+    try:
+        started = host.run("systemctl start %s", DRILL_TIMER_UNIT)
+        state = host.run("systemctl is-failed %s", DRILL_TIMER_UNIT).stdout.strip()
+        fired = host.run(
+            "for i in $(seq 1 60); do "
+            "[ $(journalctl -t %s --no-pager -o cat | grep -cF %s) -gt %s ] && exit 0; "
+            "sleep 1; done; exit 1",
+            FAILURE_TAG,
+            DRILL_TIMER_UNIT,
+            str(before),
+        )
+        journal = said(host.run("journalctl -u %s --no-pager -o cat -n 40", DRILL_TIMER_UNIT))
+    finally:
+        sql(host, "DROP TABLE IF EXISTS drill_unlogged")
+        host.run("systemctl reset-failed %s", DRILL_TIMER_UNIT)
+    assert started.rc != 0
+    assert state == "failed"
+    assert fired.rc == 0, hook_lines(host, DRILL_TIMER_UNIT)
+    assert "Restore drill FAILED" in journal
+    assert "differs from the live database" in journal
+    assert '"public.drill_unlogged": {"md5": "' in journal
+    assert not host.file(DRILL_DIR).exists
+    assert host.service(cluster_unit(host)).is_running
