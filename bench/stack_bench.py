@@ -166,8 +166,9 @@ def main() -> None:
         choices=["nsenter", "docker"],
         help="how Ansible reaches the container (default nsenter: no docker exec per task)",
     )
+    parser.add_argument("--name", help="the container's name (default bm-bench-aio-RELEASE)")
     args = parser.parse_args()
-    name = f"bm-bench-aio-{args.release}"
+    name = args.name or f"bm-bench-aio-{args.release}"
     image = f"{os.environ.get('BM_IMAGE_PREFIX', 'bookmarks-stack/debian-systemd')}:{args.release}"
     workdir = Path(tempfile.mkdtemp(prefix="bm-stack-bench-"))
     log = workdir / "ansible-output.log"
