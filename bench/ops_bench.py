@@ -10,8 +10,9 @@ gives the median and the spread (min-max), the floor's median, and their ratio. 
 slowest tasks of the operations' last runs (ansible.posix.profile_tasks, on in ansible.cfg).
 
   site.yml again      idempotent converge (changed=0 is checked); floor: the ping (no work to do)
-  deploy, same deps   deploy.yml -e app_force_release=true (the lock unchanged); floor: the
-                      release tool's install from the live release's wheelhouse, the link, the
+  deploy, same deps   deploy.yml -e app_force_release=true (the lock unchanged: each run ends
+                      with an untimed deploy of the repository's app/); floor: the release
+                      tool's install from the live release's wheelhouse and lock, the link, the
                       USR2 handover and the readiness check
   deploy, one dep     deploy.yml from a copy of app/ whose lock has one more pinned package;
                       floor: as above (the floor installs the live release's set)
@@ -68,7 +69,7 @@ id=floor-$(date -u +%Y%m%dT%H%M%S%N)
 python3 - "$live/manifest.json" "$id" >/tmp/ops-bench-manifest.json <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
-keep = ("app", "version", "git_sha", "build_key", "python", "deployed_at")
+keep = ("app", "version", "git_sha", "build_key", "lock_key", "python", "deployed_at")
 out = {{k: m[k] for k in keep if k in m}}
 out.update(release_id=sys.argv[2], deployed_by="ops_bench floor")
 print(json.dumps(out))
@@ -232,8 +233,12 @@ def main() -> None:
             bench.floor("rollback floor", ROLLBACK_FLOOR)
             bench.playbook("listing", "rollback.yml", "-e", "rollback_list=true")
             bench.floor("listing floor", LIST_FLOOR)
-        # Leave the host on a release made from the repository's own app/.
-        runner.playbook(PLAYBOOKS / "deploy.yml", "--limit", name, "-e", "app_force_release=true")
+            # Back on a release made from the repository's own app/ (not timed): the rollback
+            # went back to the one-dep release, and the next "same deps" deploy must find the
+            # live release's lock unchanged.
+            runner.playbook(
+                PLAYBOOKS / "deploy.yml", "--limit", name, "-e", "app_force_release=true"
+            )
     finally:
         if own and not args.keep:
             sh("docker", "rm", "-f", name, check=False)

@@ -34,10 +34,12 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
-def start_container(name: str, image: str) -> None:
+def start_container(name: str, image: str, labelled: bool = True) -> None:
+    """Labelled as the project's molecule containers are (make clean removes them), or not."""
     sh("docker", "rm", "-f", name, check=False)
+    label = ["--label", LABEL] if labelled else []
     sh(
-        "docker", "run", "-d", "--name", name, "--hostname", name, "--label", LABEL,
+        "docker", "run", "-d", "--name", name, "--hostname", name, *label,
         "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cgroupns", "host",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
         "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
@@ -166,14 +168,19 @@ def main() -> None:
         choices=["nsenter", "docker"],
         help="how Ansible reaches the container (default nsenter: no docker exec per task)",
     )
+    parser.add_argument(
+        "--name",
+        help="the container's name (default bm-bench-aio-RELEASE); a named one is not labelled,"
+        " so the project's molecule clean-up leaves it alone",
+    )
     args = parser.parse_args()
-    name = f"bm-bench-aio-{args.release}"
+    name = args.name or f"bm-bench-aio-{args.release}"
     image = f"{os.environ.get('BM_IMAGE_PREFIX', 'bookmarks-stack/debian-systemd')}:{args.release}"
     workdir = Path(tempfile.mkdtemp(prefix="bm-stack-bench-"))
     log = workdir / "ansible-output.log"
     load_start = os.getloadavg()
     try:
-        start_container(name, image)
+        start_container(name, image, labelled=not args.name)
         runner = Runner(write_inventory(workdir, name, args.connection), log)
         runner.playbook(SCENARIO / "prepare.yml")  # test fixtures, not timed
         converge_s, _ = runner.playbook(ROOT / "playbooks" / "site.yml")

@@ -126,7 +126,9 @@ def test_failed_batch_stops_the_rollout_and_puts_back_the_switched_hosts(
     switches = [
         part
         for part in output.split("TASK [")[1:]
-        if part.startswith("app : Point current at the new release]")
+        if part.startswith(
+            "app : Switch to the release, hand the service over and wait until it is ready]"
+        )
     ]
     assert sum(f"changed: [{WEBS[0]}]" in part for part in switches) == 2, switches
     for web in WEBS:

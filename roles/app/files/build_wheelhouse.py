@@ -5,7 +5,9 @@ Servers never reach PyPI: the control node downloads the locked requirements as 
 servers' Python (which may differ from its own), builds the app's own wheel, and packs them into one
 tar that Ansible ships. The tar is named after a key over everything that decides its content (the
 lock, the app's sources, the target), so an unchanged app is never rebuilt and a changed one always
-is. Prints one JSON line: {"changed", "key", "archive", "version"}.
+is. Prints one JSON line: {"changed", "key", "archive", "version", "lock"}; `lock` is a key over the
+dependency lock and the target only, which a server compares with its live release's to reuse the
+dependencies that release installed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def build_key(src: Path, python: str, machine: str) -> str:
     for path in source_files(src):
         digest.update(str(path.relative_to(src)).encode() + b"\0")
         digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def lock_key(src: Path, python: str, machine: str) -> str:
+    digest = hashlib.sha256(f"python={python};machine={machine}\n".encode())
+    digest.update((src / "requirements.lock").read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -149,6 +157,7 @@ def main() -> None:
                 "key": key,
                 "archive": str(archive),
                 "version": app_version(archive, dist),
+                "lock": lock_key(src, args.python, args.machine),
             }
         )
     )
