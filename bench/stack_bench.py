@@ -160,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
     parser.add_argument("--keep", action="store_true", help="leave the container running")
+    parser.add_argument("--name", help="the container's name (default bm-bench-aio-<release>)")
     parser.add_argument(
         "--connection",
         default="nsenter",
@@ -167,7 +168,7 @@ def main() -> None:
         help="how Ansible reaches the container (default nsenter: no docker exec per task)",
     )
     args = parser.parse_args()
-    name = f"bm-bench-aio-{args.release}"
+    name = args.name or f"bm-bench-aio-{args.release}"
     image = f"{os.environ.get('BM_IMAGE_PREFIX', 'bookmarks-stack/debian-systemd')}:{args.release}"
     workdir = Path(tempfile.mkdtemp(prefix="bm-stack-bench-"))
     log = workdir / "ansible-output.log"
