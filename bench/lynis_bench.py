@@ -121,6 +121,17 @@ LEFT_UNDONE = {
 }
 
 
+def wait_for_boot(name: str) -> None:
+    """Until systemd has booted: before, its tmpfiles may clean /tmp under apt's feet, and right
+    after the start `systemctl` finds no bus to ask."""
+    for _ in range(120):
+        state = sh("docker", "exec", name, "systemctl", "is-system-running", "--wait", check=False)
+        if state.stdout.strip() in ("running", "degraded"):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{name} did not finish booting: {state.stdout.strip()}")
+
+
 def download_lynis(workdir: Path) -> Path:
     """Debian's lynis package as a file, fetched by this machine's apt (not installed)."""
     done = subprocess.run(
@@ -252,6 +263,7 @@ def main() -> None:
                 start_container(name, image)
                 (workdir / target).mkdir()
                 runner = Runner(write_inventory(workdir / target, name, args.connection), log)
+                wait_for_boot(name)
                 if args.sshd:
                     # Before the converge, so that the base role hardens it as on a server.
                     install = "apt-get update -qq && apt-get install -qq -y openssh-server"
@@ -261,10 +273,6 @@ def main() -> None:
                 if target == "converged":
                     runner.playbook(SCENARIO / "prepare.yml")  # test fixtures
                     runner.playbook(PLAYBOOKS / "site.yml")
-                else:
-                    # What prepare.yml does first: wait until systemd has finished booting.
-                    boot = ("systemctl", "is-system-running", "--wait")
-                    sh("docker", "exec", name, *boot, check=False)
                 results[target] = Audit(runner, name, deb).run()
             finally:
                 if not keep:
