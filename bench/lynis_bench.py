@@ -98,12 +98,15 @@ LEFT_UNDONE = {
     " them daily (an apt-get upgrade at converge time is the operator's call)",
     "PKGS-7394": "apt-show-versions is not installed (unattended-upgrades does the patching)",
     "LOGG-2154": "no log host in this stack: each host keeps a persistent journal",
-    "FINT-4350": "no file integrity tool (AIDE): its daily full scan costs more than this stack's"
-    " hosts have to spare, and debsums checks the packages' files",
+    "FINT-4350": "AIDE is not installed: its database init fails in a container (it drops"
+    " capabilities the container lacks), and on a server its daily full scan competes with the"
+    " service; debsums checks the packages' files",
     "HRDN-7230": "no malware scanner (rkhunter, ClamAV): open issue",
     "MALW-3280": "no malware scanner (rkhunter, ClamAV): open issue",
     "TOOL-5002": "lynis looks for an agent on the host; Ansible pushes from outside",
-    "FILE-7524": "Debian's modes for cron and sudoers files are kept",
+    "FILE-7524": "Debian's modes for sshd_config and the cron directories are kept (nothing"
+    " secret in them)",
+    "SSH-7440": "AllowUsers and AllowGroups name the inventory's own users: base_ssh_settings",
     "NETW-3200": "lynis 3.0.8 counts only `install <module> /bin/true`; the role's modprobe.d file"
     " says /bin/false (a load fails loudly) and blacklists them",
     "SSH-7408": "MaxSessions 4 leaves room to Ansible's multiplexed connection"
