@@ -235,7 +235,7 @@ def why(test: str, container: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
-    parser.add_argument("--name", default="bm-bench-lynis", help="the own containers' name")
+    parser.add_argument("--name", help="the own containers' name (default bm-bench-lynis-<release>)")
     parser.add_argument("--keep", action="store_true", help="leave the converged container")
     parser.add_argument("--connection", default="nsenter", choices=["nsenter", "docker"])
     parser.add_argument(
@@ -259,7 +259,8 @@ def main() -> None:
     load_start = os.getloadavg()
     results: dict[str, dict] = {}
     if own:
-        name = args.name
+        # One name per release: the fact cache keeps each name's Python interpreter.
+        name = args.name or f"bm-bench-lynis-{args.release}"
         for target in ("bare", "converged"):
             keep = args.keep and target == "converged"
             try:
@@ -313,7 +314,7 @@ def main() -> None:
         print(f"  {kind:<10} {test:<10} {text}{detail}\n{'':24}-> {why(test, container)}")
     print(f"(Ansible output and lynis's screens: {log})")
     if own and args.keep:
-        print(f"container {args.name} kept; remove it with: docker rm -f {args.name}")
+        print(f"container {name} kept; remove it with: docker rm -f {name}")
 
 
 if __name__ == "__main__":
