@@ -235,7 +235,7 @@ def why(test: str, container: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
-    parser.add_argument("--name", help="the own containers' name (default bm-bench-lynis-<release>)")
+    parser.add_argument("--name", help="own containers: default bm-bench-lynis-<release>")
     parser.add_argument("--keep", action="store_true", help="leave the converged container")
     parser.add_argument("--connection", default="nsenter", choices=["nsenter", "docker"])
     parser.add_argument(
