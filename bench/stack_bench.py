@@ -162,6 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", default="bookworm", choices=["bookworm", "trixie"])
     parser.add_argument("--keep", action="store_true", help="leave the container running")
+    parser.add_argument("--name", help="the container's name (default bm-bench-aio-<release>)")
     parser.add_argument(
         "--connection",
         default="nsenter",
