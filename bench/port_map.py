@@ -11,21 +11,28 @@ hosts from the balancers only, PostgreSQL on the database from the web hosts onl
 other port dropped. It prints one row per host and port (the sources let in, intended and
 observed) and exits 1 when they differ. The cluster's tests use the same functions
 (molecule/cluster/tests/test_5_firewall.py).
+With --ipv6 it probes the hosts' IPv6 addresses on the same network (a ULA /64, NETWORK6) instead.
+The intended IPv6 map is the IPv4 one except where it names sources: the allow lists hold the
+hosts' private addresses, IPv4 (default_ipv4), so the app's port and PostgreSQL admit nobody
+over IPv6 (SSH and 80/443, open to anyone, are the same over both).
 Needs the cluster scenario converged and still up, for example (holding the machine's test lock):
   flock /tmp/heavy-test.lock bash -c \
   'molecule converge -s cluster && .venv/bin/python bench/port_map.py; molecule destroy -s cluster'
-Usage: .venv/bin/python bench/port_map.py [--timeout 3]
+Usage: .venv/bin/python bench/port_map.py [--timeout 3] [--ipv6]
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 
 NETWORK = "bm-cluster"
+# Its IPv6 subnet (molecule/cluster/molecule.yml); Docker picks the IPv4 one.
+NETWORK6 = "fd00:b0c::/64"
 # The scenario's hosts and their inventory group (molecule/cluster/molecule.yml).
 HOSTS: dict[str, str] = {
     "bm-cluster-lb": "lb",
@@ -39,8 +46,10 @@ PORTS = (22, 80, 443, 5432, 8000, 9000)
 APP_PORT, DB_PORT = 8000, 5432
 
 
-def intended(groups: Mapping[str, str], source: str, target: str, port: int) -> bool:
-    """Whether the firewall is meant to let `source` reach `port` on `target`."""
+def intended(
+    groups: Mapping[str, str], source: str, target: str, port: int, family: int = 4
+) -> bool:
+    """Whether the firewall is meant to let `source` reach `port` on `target` over IPv`family`."""
     target_group, source_group = groups[target], groups[source]
     has_lb = "lb" in groups.values()
     edge = "lb" if has_lb else "web"
@@ -48,6 +57,10 @@ def intended(groups: Mapping[str, str], source: str, target: str, port: int) -> 
         return True
     if port in (80, 443):
         return target_group == edge
+    # The sources of these two are the hosts' private addresses, IPv4 ones (playbooks/vars/
+    # addresses.yml: default_ipv4): over IPv6 no rule admits them, by design.
+    if port in (APP_PORT, DB_PORT) and family != 4:
+        return False
     if port == APP_PORT:
         return has_lb and target_group == "web" and source_group == "lb"
     if port == DB_PORT:
@@ -104,8 +117,9 @@ def docker_run(source: str) -> Callable[[str], str]:
     return run
 
 
-def docker_addresses() -> dict[str, str]:
-    template = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
+def docker_addresses(family: int = 4) -> dict[str, str]:
+    field = "IPAddress" if family == 4 else "GlobalIPv6Address"
+    template = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").{field}}}}}'
     found = {}
     for name in HOSTS:
         done = subprocess.run(
@@ -126,8 +140,17 @@ def describe(sources: list[str], groups: Mapping[str, str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=3, help="seconds until a probe is dropped")
+    parser.add_argument(
+        "--ipv6", action="store_true", help=f"probe the hosts' IPv6 addresses ({NETWORK6})"
+    )
     args = parser.parse_args()
-    addresses = docker_addresses()
+    family = 6 if args.ipv6 else 4
+    addresses = docker_addresses(family)
+    if family == 6:
+        subnet = ipaddress.ip_network(NETWORK6)
+        outside = [a for a in addresses.values() if not a or ipaddress.ip_address(a) not in subnet]
+        if outside:
+            parser.error(f"not an address in {NETWORK6}: {outside}")
     seen = {
         source: observe(docker_run(source), source, addresses, timeout=args.timeout)
         for source in HOSTS
@@ -138,7 +161,7 @@ def main() -> int:
     for target in HOSTS:
         for port in PORTS:
             sources = [s for s in HOSTS if s != target]
-            want = [s for s in sources if intended(HOSTS, s, target, port)]
+            want = [s for s in sources if intended(HOSTS, s, target, port, family)]
             got = [s for s in sources if seen[s][(target, port)] != "dropped"]
             # What the sources let in met: a service (open), or nothing listening (refused).
             answers = "/".join(sorted({seen[s][(target, port)] for s in got})) or "-"
@@ -149,7 +172,9 @@ def main() -> int:
                 f"{describe(got, HOSTS):<22}{answers}{mark}"
             )
     probes = len(HOSTS) * (len(HOSTS) - 1) * len(PORTS)
-    print(f"{probes} probes from {len(HOSTS)} hosts; {differ} rows differ from the intended map")
+    over = " over IPv6" if family == 6 else ""
+    summary = f"{probes} probes{over} from {len(HOSTS)} hosts"
+    print(f"{summary}; {differ} rows differ from the intended map")
     return 1 if differ else 0
 
 

@@ -50,9 +50,10 @@ def run_playbook(playbook: str, *extra: str) -> tuple[subprocess.CompletedProces
     return done, time.monotonic() - start
 
 
-def address(name: str) -> str:
+def address(name: str, family: int = 4) -> str:
+    """The host's address on the scenario's network: IPv4 (its private address), or IPv6."""
     facts = node(name).ansible("setup", "gather_subset=!all,network")["ansible_facts"]
-    return facts["ansible_default_ipv4"]["address"]
+    return facts[f"ansible_default_ipv{family}"]["address"]
 
 
 class LoadGenerator(SharedLoadGenerator):
