@@ -86,7 +86,8 @@ def drill_from_s3(db_hosts):
     for host in db_hosts.values():
         sql(
             host,
-            "DROP TABLE IF EXISTS s3_rows; CREATE TABLE s3_rows (id int PRIMARY KEY, payload text); "
+            "DROP TABLE IF EXISTS s3_rows; "
+            "CREATE TABLE s3_rows (id int PRIMARY KEY, payload text); "
             f"INSERT INTO s3_rows SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) AS g",
         )
     run = run_playbook(DRILL_PLAYBOOK, extra_vars={"postgresql_drill_repo": 2})
