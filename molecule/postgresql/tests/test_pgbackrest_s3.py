@@ -1,9 +1,9 @@
 """pgBackRest's second repository in S3-compatible storage (repo2, group_vars/db): the server is
 moto's behind nginx (prepare.yml), reached over HTTPS with its certificate verified against a test
 CA. Every WAL segment reaches repo2 as well as repo1, the backup unit backs up to both, the check
-unit checks and verifies both, and the restore drill restores from repo2 alone (backup and WAL)
-into a scratch cluster whose tables match the live ones; the keys stay in a file only root and
-postgres read."""
+unit checks and verifies both, the restore drill restores from repo2 alone (backup and WAL) into a
+scratch cluster whose tables match the live ones, and restore.yml -e restore_repo=2 brings the
+cluster back from repo2 with every row; the keys stay in a file only root and postgres read."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ import json
 
 import pytest
 from conftest import APP_DB, PROJECT_DIR, recap, run_playbook, said, sql
+
+RESTORE_PLAYBOOK = PROJECT_DIR / "playbooks" / "restore.yml"
+FINGERPRINT = (
+    "SELECT count(*) || ' ' "
+    "|| md5(coalesce(string_agg(id || '|' || payload, E'\\n' ORDER BY id), '')) FROM s3_rows"
+)
 
 DRILL_PLAYBOOK = PROJECT_DIR / "playbooks" / "restore-drill.yml"
 PGBACKREST = f"runuser -u postgres -- pgbackrest --stanza={APP_DB}"
@@ -107,3 +113,52 @@ def test_restore_drill_from_the_s3_repository_has_the_rows(host, drill_from_s3):
     name = host.backend.get_hostname()
     assert f"Restore drill passed on {name}: stanza {APP_DB} restored from repo2" in output
     assert f'"public.s3_rows": {ROWS}' in output
+
+
+@pytest.fixture(scope="module")
+def restore_from_s3(db_hosts, drill_from_s3):
+    """The cluster restored from repo2 (backup and WAL) to the end of the archive, s3_rows and
+    all."""
+    state: dict = {"before": {}, "after": {}, "restore_command": {}, "log": {}}
+    for name, host in db_hosts.items():
+        sql(
+            host,
+            "INSERT INTO s3_rows SELECT g, 'after the drill' FROM generate_series(1001, 1100) g",
+        )
+        state["before"][name] = sql(host, FINGERPRINT)
+    state["run"] = run_playbook(
+        RESTORE_PLAYBOOK,
+        extra_vars={"restore_confirm": "yes", "restore_from": "pgbackrest", "restore_repo": 2},
+    )
+    for name, host in db_hosts.items():
+        state["after"][name] = host.run(
+            "runuser -u postgres -- psql -XAtq -d %s -c %s", APP_DB, FINGERPRINT
+        )
+        directory = sql(host, "SHOW data_directory", db="postgres")
+        state["restore_command"][name] = host.run(
+            "grep ^restore_command %s/postgresql.auto.conf", directory
+        ).stdout
+        state["log"][name] = host.run(
+            "grep -h 'restore backup set' /var/log/pgbackrest/%s-restore.log | tail -1", APP_DB
+        ).stdout
+    return state
+
+
+def test_restore_from_the_s3_repository_succeeds(db_hosts, restore_from_s3):
+    run = restore_from_s3["run"]
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert all(counter["failed"] == 0 for counter in recap(run.stdout).values())
+
+
+def test_restore_from_the_s3_repository_reads_backup_and_wal_from_it(host, restore_from_s3):
+    name = host.backend.get_hostname()
+    assert "repo2: restore backup set" in restore_from_s3["log"][name]
+    assert "--repo=2" in restore_from_s3["restore_command"][name]
+
+
+def test_restore_from_the_s3_repository_has_every_row(host, restore_from_s3):
+    name = host.backend.get_hostname()
+    after = restore_from_s3["after"][name]
+    assert after.rc == 0, after.stderr
+    assert restore_from_s3["before"][name].split()[0] == str(ROWS + 100)
+    assert after.stdout.strip() == restore_from_s3["before"][name]
