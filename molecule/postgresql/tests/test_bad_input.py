@@ -20,6 +20,18 @@ BAD_INPUTS = {
     "postgresql_listen_addresses": {"postgresql_listen_addresses": ["localhost", "192.0.2.10"]},
     "postgresql_backup_keep_count": {"postgresql_backup_keep_count": 0},
     "postgresql_backup_keep_days": {"postgresql_backup_keep_days": 0},
+    # An endpoint given as a URL, and an S3 repository without its access key id.
+    "postgresql_pgbackrest_s3_endpoint": {
+        "postgresql_pgbackrest_s3_enabled": True,
+        "postgresql_pgbackrest_s3_bucket": "backups",
+        "postgresql_pgbackrest_s3_endpoint": "https://s3.example.com",
+    },
+    "postgresql_pgbackrest_s3_key": {
+        "postgresql_pgbackrest_s3_enabled": True,
+        "postgresql_pgbackrest_s3_bucket": "backups",
+        "postgresql_pgbackrest_s3_endpoint": "s3.example.com",
+        "postgresql_pgbackrest_s3_key_secret": "stand-in-s3-secret-never-printed",
+    },
 }
 
 
@@ -88,3 +100,7 @@ def test_bad_input_stops_the_play_before_any_change(run, db_host_names, variable
         assert variable in failure_of(output, host), output[-3000:]
     # Nothing past the checks ran for any alias.
     assert "TASK [postgresql : Install PostgreSQL]" not in run.stdout
+
+
+def test_a_refused_s3_secret_is_never_printed(run):
+    assert "stand-in-s3-secret-never-printed" not in run.stdout + run.stderr
