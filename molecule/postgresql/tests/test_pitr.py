@@ -1,11 +1,11 @@
 """Point-in-time recovery with pgBackRest: WAL is archived continuously, the backup and check units
-work and report a failure through their OnFailure= hook, and playbooks/restore.yml
-(restore_from=pgbackrest) brings the cluster back to the end of the archive or to a moment between
-two writes, row for row, keeping the replaced data directory; playbooks/restore-drill.yml restores
-the newest backup into a scratch cluster while the app writes and finds it identical to the live
-database at its restore point, and fails at once when the archive misses WAL; the weekly timer's
-unit runs the same drill, and reports a restore that differs from the live database (an unlogged
-table) by staying failed and firing the hook."""
+work and report a failure (the repository's disk full) through their OnFailure= hook while the
+database goes on, and playbooks/restore.yml (restore_from=pgbackrest) brings the cluster back to the
+end of the archive or to a moment between two writes, row for row, keeping the replaced data
+directory; playbooks/restore-drill.yml restores the newest backup into a scratch cluster while the
+app writes and finds it identical to the live database at its restore point, and fails at once when
+the archive misses WAL; the weekly timer's unit runs the same drill, and reports a restore that
+differs from the live database (an unlogged table) by staying failed and firing the hook."""
 
 from __future__ import annotations
 
@@ -92,12 +92,25 @@ def hook_lines(host, unit: str) -> int:
     return len([line for line in lines if unit in line])
 
 
-def test_failed_backup_leaves_the_unit_failed_and_fires_the_hook(host):
+# The repository's file system full: a tmpfs holding a copy of the repository, filled up, mounted
+# over it for the test (the real repository stays untouched beneath it).
+FULL_REPO = "/run/pitr-full-repo"
+
+
+def test_a_full_repository_disk_fails_the_backup_unit_fires_the_hook_and_keeps_serving(host):
     repo = "/var/lib/pgbackrest"
     unit = "pgbackrest-backup@diff.service"
     before = hook_lines(host, unit)
-    host.check_output("chmod 000 %s", repo)
     try:
+        host.check_output(
+            f"mkdir -p {FULL_REPO} && used=$(du -sk {repo} | cut -f1) "
+            f"&& mount -t tmpfs -o size=$((used + 4096))k,mode=0750 tmpfs {FULL_REPO} "
+            f"&& cp -a {repo}/. {FULL_REPO}/ && chown --reference={repo} {FULL_REPO} "
+            f"&& {{ dd if=/dev/zero of={FULL_REPO}/.filler bs=64k 2>/dev/null || true; }} "
+            f"&& mount --bind {FULL_REPO} {repo}"
+        )
+        # Full: no room left for a 64 KiB block.
+        assert int(host.check_output("df --output=avail -k %s | tail -1", repo)) < 64
         backup = host.run("systemctl start %s", unit)
         state = host.run("systemctl is-failed %s", unit).stdout.strip()
         # The hook runs after the unit has failed: wait for its line, up to a minute.
@@ -109,13 +122,23 @@ def test_failed_backup_leaves_the_unit_failed_and_fires_the_hook(host):
             unit,
             str(before),
         )
+        # The database goes on taking writes while its repository cannot take anything.
+        written = host.run(
+            "runuser -u postgres -- psql -XAtq -d %s -c %s",
+            APP_DB,
+            "CREATE TABLE IF NOT EXISTS full_repo (n int); INSERT INTO full_repo VALUES (1)",
+        )
     finally:
-        host.check_output("chmod 0750 %s", repo)
+        host.run("umount %s; umount %s; rmdir %s", repo, FULL_REPO, FULL_REPO)
         host.run("systemctl reset-failed %s", unit)
     assert backup.rc != 0
     assert state == "failed"
     assert fired.rc == 0, hook_lines(host, unit)
     assert host.service(cluster_unit(host)).is_running
+    assert written.rc == 0, written.stderr
+    # The real repository is back beneath, whole: pgBackRest checks it (and archives what waited).
+    host.check_output(f"{PGBACKREST} check")
+    sql(host, "DROP TABLE full_repo")
 
 
 @pytest.fixture(scope="module")
