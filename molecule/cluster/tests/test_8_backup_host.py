@@ -210,7 +210,7 @@ def test_the_weekly_restore_drill_passes_on_the_db_host_reading_the_backup_hosts
     journal = db.check_output("journalctl -u pgbackrest-drill.service --no-pager -o cat -n 20")
     assert drill.rc == 0, journal
     assert "Restore drill passed on " in journal
-    assert f"stanza {STANZA} restored to drill-" in journal
+    assert f"stanza {STANZA} restored from repo1 to drill-" in journal
 
 
 @contextmanager
