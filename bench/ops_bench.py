@@ -27,7 +27,12 @@ Targets:
                       a host already converged, e.g. the VM of `make vm` (SSH as a sudo user);
                       give --vault-password-file if its vault is not the test-only one
 
+Strategy (README.md, "Faster runs"): --strategy mitogen_linear runs every playbook and ad-hoc
+command with Mitogen (ANSIBLE_STRATEGY); Mitogen has no nsenter connection, so an own container is
+then reached with `docker` (docker exec). The floors run with the same strategy.
+
 Usage: .venv/bin/python bench/ops_bench.py [--runs 3] [--connection nsenter|docker] [--keep]
+           [--strategy linear|mitogen_linear]
        .venv/bin/python bench/ops_bench.py --inventory DIR --host NAME [--vault-password-file F]
 """
 
@@ -194,7 +199,11 @@ def main() -> None:
     parser.add_argument("--host", help="the host in --inventory")
     parser.add_argument("--vault-password-file", type=Path)
     parser.add_argument("--app", default="bookmarks", help="app_name of the inventory")
+    parser.add_argument("--strategy", default="linear", choices=["linear", "mitogen_linear"])
     args = parser.parse_args()
+    if args.strategy == "mitogen_linear" and args.connection == "nsenter" and not args.inventory:
+        args.connection = "docker"  # Mitogen has no nsenter connection
+    os.environ["ANSIBLE_STRATEGY"] = args.strategy  # every run below, the untimed ones too
     if bool(args.inventory) != bool(args.host):
         parser.error("--inventory and --host go together")
     workdir = Path(tempfile.mkdtemp(prefix="bm-ops-bench-"))
@@ -215,6 +224,7 @@ def main() -> None:
         else:
             runner = Runner(args.inventory.resolve(), log)
             target = f"{name} from {args.inventory}"
+        target += f", strategy {args.strategy}"
         if args.vault_password_file:
             runner.env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(args.vault_password_file.resolve())
         one_more = lock_with_one_more_dependency(workdir)
