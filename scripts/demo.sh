@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: the whole stack (site.yml) in a systemd container that stands in for a Debian 12 VM,
+# `make demo`: the whole stack (site.yml) in a systemd container that stands in for a Debian 13 VM,
 # with a certificate from Pebble, a real ACME server running beside it. Prints the URL and a
 # working curl example. The container keeps running until `make demo-down`.
 # Works from whatever an earlier run left: an existing demo is converged again; one whose container
 # was removed, stopped or restarted (docker rm, a reboot, an engine restart) is created afresh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-host=bm-default-bookworm
+host=bm-default-trixie
 domain=bookmarks.test
 root_ca=.cache/demo/pebble-root.pem
 
