@@ -69,15 +69,15 @@ molecule: ## molecule test for every scenario (after set-up)
 	@$(STEP) "make demo recovers from stale molecule state" scripts/test-demo-recovery.sh
 	@for s in $(SCENARIOS); do $(STEP) "molecule test -s $$s" molecule test -s $$s; done
 
-vm-test: venv ## The README's server instructions on a real Debian 12 VM over SSH (tests/vm)
+vm-test: venv ## The README's server instructions on a real Debian 12 VM over SSH (tests/vm; in make test)
 	@$(STEP) "real VM: the README's commands over SSH, check mode, reboot (tests/vm/run.sh)" tests/vm/run.sh
 
-vm-test-full: venv ## vm-test plus a second converge, deploy, rollback, a broken release (about an hour)
+vm-test-full: venv ## vm-test plus the rest of the release tests and the platform checks
 	@BM_VM_FULL=1 $(STEP) "real VM, full (tests/vm/run.sh)" tests/vm/run.sh
 
-test: ## Set-up, app tests, lint, and molecule test for every scenario (the real VM: make vm-test)
+test: ## Set-up, app tests, lint, molecule test for every scenario, and the real VM (vm-test)
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory setup app-test lint molecule; \
+	$(MAKE) --no-print-directory setup app-test lint molecule vm-test; \
 	echo "==> make test: all steps passed in $$(( $$(date +%s) - start )) s"
 
 demo: setup ## Bring the whole stack up in a local systemd container and print its URL

@@ -34,15 +34,19 @@ die() { say "$*" >&2; exit 1; }
 # the download over qemu's user-mode network: a converge then only unpacks.
 cached_packages=(acl ca-certificates curl tzdata unattended-upgrades apt-listchanges python3
   python3-venv postgresql python3-psycopg2 nginx certbot logrotate pebble openssl hey
-  python3-cryptography nftables)
-# The postgresql role installs these without recommends; that set is normally inside the one above.
-cached_packages_no_recommends=(postgresql python3-psycopg2)
+  python3-cryptography nftables pgbackrest openssh-client fail2ban python3-systemd)
+# The roles install these without recommends; that set is normally inside the one above.
+cached_packages_no_recommends=(postgresql python3-psycopg2 prometheus prometheus-alertmanager
+  prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter)
+# An image made with other lists is made again (<suite>.packages records the lists it was made with).
+package_lists="${cached_packages[*]} / ${cached_packages_no_recommends[*]}"
 
 image_current() {
   local s=$1
   [ -f "$workdir/$s.qcow2" ] && [ -f "$workdir/$s.vmlinuz" ] && [ -f "$workdir/$s.initrd" ] \
     && [ -f "$workdir/id_ed25519" ] && [ -f "$workdir/id_ed25519.pub" ] \
-    && cmp -s "$workdir/$s.authorized_key" "$workdir/id_ed25519.pub"
+    && cmp -s "$workdir/$s.authorized_key" "$workdir/id_ed25519.pub" \
+    && [ "$(cat "$workdir/$s.packages" 2>/dev/null)" = "$package_lists" ]
 }
 
 # Tools: qemu to run the images (vm.sh), qemu-img, debootstrap and mkfs.ext4 to make them, ssh.
@@ -232,10 +236,11 @@ UNIT
   cp "$initrd" "$tmp/initrd"
 
   # Into place: the kernel files first, the image, and last the key it trusts, which marks it done.
-  rm -f "$workdir/$suite.authorized_key"
+  rm -f "$workdir/$suite.authorized_key" "$workdir/$suite.packages"
   mv "$tmp/vmlinuz" "$workdir/$suite.vmlinuz"
   mv "$tmp/initrd" "$workdir/$suite.initrd"
   mv "$tmp/disk.qcow2" "$workdir/$suite.qcow2"
+  printf '%s\n' "$package_lists" >"$workdir/$suite.packages"
   cp "$workdir/id_ed25519.pub" "$workdir/$suite.authorized_key"
   cleanup
   say "$workdir/$suite.qcow2 built in $((SECONDS - started)) s: $(du -h "$workdir/$suite.qcow2" | cut -f1)," \

@@ -308,7 +308,9 @@ all:
       ansible_port: $VM_SSH_PORT
       ansible_user: debian
       ansible_ssh_private_key_file: $key
+      # Its host keys are made at its first boot: nothing to pin them to (Mitogen reads this one).
       ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+      ansible_host_key_checking: false
   children:
     web:
       hosts:
