@@ -44,7 +44,13 @@ def test_app_runs_in_its_own_user_namespace(host):
 def test_hardened_unit_scores_at_most_1_1(host):
     # Measured 1.1 here with PrivateUsers= on. What is left: the database over TCP (AF_INET and a
     # loopback allow list, 0.4), the host's network (0.5), NotifyAccess=all for the handover's new
-    # master (0.2), the RTC that ProtectClock= itself allows, and the host's root directory.
+    # master (0.2), the RTC that ProtectClock= itself allows, and the host's root directory. An
+    # allow list with an address off loopback (a monitor host scraping the app, a DNS resolver for
+    # a database named by a name) counts 0.1 more: measured 1.2 with the monitor group.
+    allow = host.check_output(
+        "systemctl show --property=IPAddressAllow --value bookmarks.service"
+    ).split()
+    off_loopback = [a for a in allow if not a.startswith(("127.", "::1/"))]
     out = host.check_output("systemd-analyze security bookmarks.service --no-pager | tail -n 1")
     score = float(re.search(r"exposure level.*?: ([0-9.]+)", out).group(1))
-    assert score <= 1.1, out
+    assert score <= (1.2 if off_loopback else 1.1), (out, allow)

@@ -53,6 +53,9 @@ def playbook_command(
     ]
     # Plain text: molecule forces colour, whose escape codes would split the messages we check.
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env or {})}
+    # The VM run names playbooks to run with Ansible's own strategy while the rest use Mitogen.
+    if playbook in os.environ.get("BM_PLAIN_PLAYBOOKS", "").split():
+        env["ANSIBLE_STRATEGY"] = "linear"
     if ANSIBLE_LOG_PATH:
         env["ANSIBLE_LOG_PATH"] = ANSIBLE_LOG_PATH
     return cmd, env
