@@ -437,6 +437,8 @@ public name, so Certbot stays off and nginx keeps its self-signed certificate:
   #   vault_app_secret_key: <python3 -c 'import secrets; print(secrets.token_urlsafe(48))'>
   #   vault_app_database_password: <another random value>
   ansible-playbook -i $inv --vault-id vm@prompt playbooks/site.yml
+(The VM is emulated when KVM is not there: about 20 min. ANSIBLE_STRATEGY=mitogen_linear in front,
+the README's speed switch, halves it.)
 Then the README's other commands with -i $inv --vault-id vm@prompt (deploy.yml, rollback.yml, ...), and:
   curl -k --resolve bookmarks.example.com:$VM_HTTPS_PORT:127.0.0.1 https://bookmarks.example.com:$VM_HTTPS_PORT/health/ready
 GUIDE
