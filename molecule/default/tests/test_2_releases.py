@@ -91,6 +91,37 @@ def test_rollback_refuses_when_a_web_hosts_address_is_unknown(host, hostname, fa
     assert lock_is_free(host)
 
 
+def test_a_deploy_rewrites_the_configuration_only_when_it_changed(host, hostname):
+    """deploy.yml skips the layout and configuration tasks while the host has what they would
+    write (the fingerprint config.yml keeps), and applies a changed configuration."""
+    env_file = host.file("/etc/bookmarks/bookmarks.env")
+    marker = f"mark-{uuid.uuid4().hex[:12]}"
+    with_mark = json.dumps({"app_extra_env": {"BOOKMARKS_DEPLOY_MARK": marker}})
+
+    changed = run_playbook("deploy.yml", hostname, "-e", with_mark)
+    assert changed.returncode == 0, changed.stdout[-3000:]
+    assert f'BOOKMARKS_DEPLOY_MARK="{marker}"' in env_file.content_string
+    assert "Write the environment file" in changed.stdout
+    # The service restarted with it: its main process has the new variable.
+    pid = host.check_output("systemctl show -P MainPID bookmarks.service")
+    assert marker in host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+
+    # The same configuration again: the tasks that would write it are skipped (the default
+    # callback prints no banner for a skipped task) and the service keeps running as it was.
+    same = run_playbook("deploy.yml", hostname, "-e", with_mark)
+    assert same.returncode == 0, same.stdout[-3000:]
+    tasks_run = same.stdout.split("TASKS RECAP")[0]  # profile_tasks' list names skipped ones too
+    assert "Write the environment file" not in tasks_run, tasks_run[-3000:]
+    assert "Install the systemd units" not in tasks_run
+    assert host.check_output("systemctl show -P MainPID bookmarks.service") == pid
+
+    # Without the variable, the host's configuration differs again: it is rewritten.
+    back = run_playbook("deploy.yml", hostname)
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert marker not in env_file.content_string
+    assert host.service("bookmarks.service").is_running
+
+
 def test_release_list_shows_manifests(host, hostname):
     listed = run_playbook("rollback.yml", hostname, "-e", "rollback_list=true")
     assert listed.returncode == 0, listed.stdout[-3000:]
