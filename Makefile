@@ -17,7 +17,7 @@ endif
 
 SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup venv collections engine images rebuild-images vm vm-down lint app-test molecule vm-test vm-test-full test demo demo-down clean
+.PHONY: help setup venv collections engine images rebuild-images vm vm-down lint app-test molecule vm-test vm-test-full vm-bench test demo demo-down clean
 
 help: ## Show the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ vm-test: venv ## The README's server instructions on a real Debian 12 VM over SS
 
 vm-test-full: venv ## vm-test plus the rest of the release tests and the platform checks
 	@BM_VM_FULL=1 $(STEP) "real VM, full (tests/vm/run.sh)" tests/vm/run.sh
+
+vm-bench: venv ## bench/ops_bench.py against a freshly converged VM (BM_VM_STRATEGY=linear: without Mitogen)
+	@BM_VM_BENCH=1 $(STEP) "real VM, ops_bench (tests/vm/run.sh)" tests/vm/run.sh
 
 # The real VM runs beside the molecule scenarios: they keep about one of the two cores busy (50-56 %
 # of the machine over a whole make test, measured), the emulated VM the other. Its output follows

@@ -10,6 +10,9 @@
 # 10 min with it and 21 min without. The switch's plain side, Ansible's own strategy, runs here too:
 # every rollback of the whole-stack tests below runs without it (BM_VM_STRATEGY=linear runs
 # everything without it). The molecule scenarios run all of it without it.
+#
+# BM_VM_BENCH=1 (`make vm-bench`) runs bench/ops_bench.py against the converged VM instead of the
+# checks (BM_VM_BENCH_RUNS runs each, default 3).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -91,6 +94,14 @@ $step "test fixtures in the VM (Pebble)" \
   ansible-playbook -i "$inv" --vault-id "$vault_id" "$here/prepare.yml"
 $step "site.yml over SSH as debian (the README's command)" \
   ansible-playbook -i "$inv" --vault-id "$vault_id" playbooks/site.yml
+
+# `make vm-bench`: issue 20's operations benchmark against the converged VM instead of the tests.
+if [ "${BM_VM_BENCH:-0}" = 1 ]; then
+  $step "bench/ops_bench.py against the VM" \
+    python bench/ops_bench.py --inventory "$inv" --host "$host" \
+    --vault-password-file "$password_file" --strategy "$ANSIBLE_STRATEGY" --runs "${BM_VM_BENCH_RUNS:-3}"
+  exit 0
+fi
 
 export BM_INVENTORY=$repo/$inv BM_VAULT_ID=$vault_id BM_VM_NAME=$name
 export BM_VAULT_FILE=$repo/$inv/group_vars/all/vault.yml BM_VAULT_PASSWORD_FILE=$repo/$password_file
